@@ -1,0 +1,1 @@
+"""What every Job Manager service shares: settings, message contracts, AMQP topology."""

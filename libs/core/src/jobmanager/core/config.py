@@ -1,0 +1,68 @@
+"""Settings shared by every service.
+
+Configuration comes only from the environment (and a `.env` file). Each service builds one
+settings object at start and passes it down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: the broker, the namespace and logging."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBMANAGER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    namespace: str = "jobmanager"
+    events_exchange: str = "channel-manager.events"
+    events_binding: str = "#"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+    @field_validator("namespace", "events_exchange")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("letters, digits, '_', '.', '-' only (at most 100)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class DatabaseSettings(ServiceSettings):
+    """Settings of the services that use Postgres (matcher, admin, CLI)."""
+
+    database_url: str = "postgresql://postgres@localhost:5432/jobmanager"
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)

@@ -1,0 +1,123 @@
+"""The AMQP contract: every message Job Manager sends or receives, as pydantic models.
+
+These models are the contract with the Channel Manager, with executors written in any
+language, and with subscribers of the results and runs exchanges. The AsyncAPI document is
+generated from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ID = 200
+
+
+class ResultCode(IntEnum):
+    """A script's outcome, numbered as in the original connector."""
+
+    FAILED = 2
+    SUCCEEDED = 3
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Event(Message):
+    """One Channel Manager notification."""
+
+    event_id: str = Field(min_length=1, max_length=MAX_ID)
+    event_type: str = Field(min_length=1, max_length=MAX_ID)
+    source: str = Field(default="channel-manager", min_length=1, max_length=MAX_ID)
+    occurred_at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        """The event as the JSON object that triggers and templates see."""
+        return self.model_dump(mode="json")
+
+
+class JobRef(Message):
+    id: int | None
+    name: str
+
+
+class JobRequest(Message):
+    """A request to run one attempt of a run (delay stage, due queue and work queue).
+
+    `token` identifies one scheduling of the run: the gate drops a request whose token is no
+    longer the run's current one (it was rescheduled, executed now or removed meanwhile).
+    `event` is filled in only on the work queue, for executables that read it on stdin.
+    """
+
+    run_id: int
+    attempt: int = Field(ge=1)
+    token: int = 0
+    job: JobRef
+    script: str
+    command: str
+    timeout_s: float = Field(gt=0)
+    lane: str | None
+    event_id: str | None = None
+    not_before: datetime
+    requested_at: datetime
+    event: dict[str, Any] | None = None
+
+
+class RunStarted(Message):
+    """Published by an executor on `run.started` when the script begins."""
+
+    run_id: int
+    attempt: int
+    executor: str
+    started_at: datetime
+
+
+class JobResult(Message):
+    """Published by an executor on `run.succeeded` or `run.failed`."""
+
+    run_id: int
+    attempt: int
+    result: Literal[2, 3]
+    status: Literal["succeeded", "failed"]
+    feedback: str = ""
+    started_at: datetime
+    finished_at: datetime
+    executor: str
+    output_tail: str = ""
+
+    @property
+    def routing_key(self) -> str:
+        return f"run.{self.status}"
+
+
+RunState = Literal["queued", "dispatched", "running", "succeeded", "failed", "removed"]
+
+
+class RunNotice(Message):
+    """Published on the runs exchange (`run.<state>`) for integrations."""
+
+    run_id: int
+    state: RunState
+    attempt: int
+    job: str
+    lane: str | None
+    event_id: str | None
+    result: int | None = None
+    feedback: str = ""
+    at: datetime
+
+    @property
+    def routing_key(self) -> str:
+        return f"run.{self.state}"
+
+
+class ControlMessage(Message):
+    """Broadcast to every matcher when jobs or settings change."""
+
+    kind: Literal["jobs", "settings"]
+    at: datetime

@@ -1,0 +1,172 @@
+"""The AMQP topology, declared in exactly one place.
+
+Every exchange and queue Job Manager uses is named and declared here, so that the matcher,
+the executors, the admin service and the tests cannot disagree on names or arguments (a
+queue redeclared with other arguments is a channel error in RabbitMQ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from jobmanager.core import delays
+from jobmanager.core.config import ServiceSettings
+
+ERROR_HEADER = "x-jobmanager-error"
+WORK_DELIVERY_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of our exchanges and queues for one namespace."""
+
+    namespace: str
+    events_exchange: str = "channel-manager.events"
+    events_binding: str = "#"
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> Topology:
+        return cls(settings.namespace, settings.events_exchange, settings.events_binding)
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.namespace}.{suffix}"
+
+    @property
+    def events_queue(self) -> str:
+        return self._name("events")
+
+    @property
+    def due_queue(self) -> str:
+        return self._name("due")
+
+    @property
+    def work_queue(self) -> str:
+        return self._name("work")
+
+    @property
+    def results_exchange(self) -> str:
+        return self._name("results")
+
+    @property
+    def results_queue(self) -> str:
+        """The matcher's queue on the results exchange (the ledger's input)."""
+        return self._name("results.ledger")
+
+    @property
+    def runs_exchange(self) -> str:
+        return self._name("runs")
+
+    @property
+    def control_exchange(self) -> str:
+        return self._name("control")
+
+    @property
+    def dead_queue(self) -> str:
+        return self._name("dead")
+
+    def delay_exchange(self, level: int) -> str:
+        return self._name(f"delay.{level:02d}")
+
+    def delay_queue(self, level: int) -> str:
+        return self._name(f"delay.{level:02d}.q")
+
+    @property
+    def delay_entry(self) -> str:
+        """The exchange a delayed request is published to (the highest level)."""
+        return self.delay_exchange(delays.MAX_LEVEL)
+
+    @property
+    def delay_exit(self) -> str:
+        """Where a request leaves the delay stage: bound to the due queue."""
+        return self._name("delay.due")
+
+    def _consumed(self, **extra: Any) -> dict[str, Any]:
+        """Arguments of a queue we consume: quorum, dead-lettering into the dead queue."""
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dead_queue,
+            **extra,
+        }
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare everything (idempotent). Any service may call it at start."""
+        durable = aio_pika.ExchangeType
+        await channel.declare_queue(
+            self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        events_x = await channel.declare_exchange(self.events_exchange, durable.TOPIC, durable=True)
+        events_q = await channel.declare_queue(
+            self.events_queue, durable=True, arguments=self._consumed()
+        )
+        await events_q.bind(events_x, self.events_binding)
+        due_q = await channel.declare_queue(
+            self.due_queue, durable=True, arguments=self._consumed()
+        )
+        await channel.declare_queue(
+            self.work_queue,
+            durable=True,
+            arguments=self._consumed(**{"x-delivery-limit": WORK_DELIVERY_LIMIT}),
+        )
+        results_x = await channel.declare_exchange(
+            self.results_exchange, durable.TOPIC, durable=True
+        )
+        results_q = await channel.declare_queue(
+            self.results_queue, durable=True, arguments=self._consumed()
+        )
+        await results_q.bind(results_x, "run.*")
+        await channel.declare_exchange(self.runs_exchange, durable.TOPIC, durable=True)
+        await channel.declare_exchange(self.control_exchange, durable.FANOUT, durable=True)
+        await self._declare_delay_stage(channel, due_q)
+
+    async def _declare_delay_stage(self, channel: AbstractChannel, due: AbstractQueue) -> None:
+        exit_x = await channel.declare_exchange(
+            self.delay_exit, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        await due.bind(exit_x)
+        below: AbstractExchange = exit_x
+        # Declared from the lowest level up, so that every dead-letter target already exists.
+        for level in reversed(delays.LEVELS):
+            level_x = await channel.declare_exchange(
+                self.delay_exchange(level), aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            # Classic queues: queue-level TTL plus dead-lettering is the proven delay ladder.
+            level_q = await channel.declare_queue(
+                self.delay_queue(level),
+                durable=True,
+                arguments={
+                    "x-queue-type": "classic",
+                    "x-message-ttl": 1 << level,
+                    "x-dead-letter-exchange": below.name,
+                },
+            )
+            to_queue, to_next = delays.level_binding(level)
+            await level_q.bind(level_x, to_queue)
+            await below.bind(level_x, to_next)
+            below = level_x
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Delete every exchange and queue of the namespace (tests, uninstall)."""
+        queues = [
+            self.events_queue,
+            self.due_queue,
+            self.work_queue,
+            self.results_queue,
+            self.dead_queue,
+            *(self.delay_queue(lv) for lv in delays.LEVELS),
+        ]
+        exchanges = [
+            self.results_exchange,
+            self.runs_exchange,
+            self.control_exchange,
+            self.delay_exit,
+            *(self.delay_exchange(lv) for lv in delays.LEVELS),
+        ]
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)

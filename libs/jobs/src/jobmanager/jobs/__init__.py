@@ -1,0 +1,1 @@
+"""Job definitions, trigger matching and command templates: pure logic, no I/O."""

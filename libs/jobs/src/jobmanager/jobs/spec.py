@@ -1,0 +1,158 @@
+"""The job model: the shape of a job in the admin API and in ``apply`` files.
+
+Validation happens here, once, so that everything downstream (the matcher's index, the renderer)
+can trust a JobSpec: condition values fit their operator, regexes compile, templates compile.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobmanager.jobs.templating import compile_template
+
+__all__ = [
+    "DEFAULT_COMMAND_TEMPLATE",
+    "DEFAULT_LANE",
+    "Condition",
+    "JobSpec",
+    "Op",
+    "Trigger",
+]
+
+Op = Literal[
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "contains",
+    "startswith",
+    "endswith",
+    "glob",
+    "regex",
+    "exists",
+    "not_exists",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+]
+
+DEFAULT_COMMAND_TEMPLATE = "{{ event | tojson }}"
+DEFAULT_LANE = "default"
+
+_STRING_OPS = frozenset({"startswith", "endswith", "glob", "regex"})
+_ORDER_OPS = frozenset({"gt", "gte", "lt", "lte"})
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` is not a plain JSON value (None if it is one)."""
+    if value is None or isinstance(value, bool | int | str):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "numbers must be finite"
+    if isinstance(value, list):
+        return next((p for p in map(_json_problem, value) if p), None)
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return "object keys must be strings"
+        return next((p for p in map(_json_problem, value.values()) if p), None)
+    return f"{type(value).__name__} is not a JSON value"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class Condition(BaseModel):
+    """One test on the event: the value at ``path`` compared with ``value`` by ``op``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: Annotated[str, Field(min_length=1, max_length=500)]
+    op: Op
+    value: Any = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_segments(cls, path: str) -> str:
+        if any(not segment for segment in path.split(".")):
+            raise ValueError(f"path {path!r} has an empty segment (e.g. data.channel.origin)")
+        return path
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Condition:
+        op, value = self.op, self.value
+        problem = _json_problem(value)
+        if problem:
+            raise ValueError(f"value of a {op} condition: {problem}")
+        if op in ("exists", "not_exists"):
+            if value is not None:
+                raise ValueError(f"{op} takes no value")
+        elif op in ("in", "not_in"):
+            if not isinstance(value, list):
+                raise ValueError(f"{op} needs a list value")
+        elif op in _STRING_OPS:
+            if not isinstance(value, str):
+                raise ValueError(f"{op} needs a string value")
+            if op == "regex":
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    raise ValueError(f"regex does not compile: {exc}") from None
+        elif op in _ORDER_OPS and not (_is_number(value) or isinstance(value, str)):
+            raise ValueError(f"{op} needs a number or a string value")
+        return self
+
+
+class Trigger(BaseModel):
+    """Which events start a job: an event type (exact or glob) and conditions that must all hold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: Annotated[str, Field(min_length=1, max_length=200)]
+    conditions: Annotated[list[Condition], Field(max_length=50)] = []
+
+
+class JobSpec(BaseModel):
+    """A job as an operator writes it: trigger, script, command template, lane and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:-]*$")
+    ]
+    description: Annotated[str, Field(max_length=2000)] = ""
+    enabled: bool = True
+    trigger: Trigger
+    script: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]
+    command_template: Annotated[str, Field(max_length=20000)] = DEFAULT_COMMAND_TEMPLATE
+    lane: Annotated[str, Field(min_length=1, max_length=2000)] | None = DEFAULT_LANE
+    timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 1
+    retry_backoff_s: Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] = 0.0
+
+    @field_validator("command_template")
+    @classmethod
+    def _command_compiles(cls, source: str) -> str:
+        try:
+            compile_template(source)
+        except ValueError as exc:
+            raise ValueError(f"command_template: {exc}") from None
+        return source
+
+    @field_validator("lane")
+    @classmethod
+    def _lane_compiles(cls, source: str | None) -> str | None:
+        if source is None:
+            return None
+        if not source.strip():
+            raise ValueError("lane must not be blank (use null for no sequencing)")
+        try:
+            compile_template(source)
+        except ValueError as exc:
+            raise ValueError(f"lane: {exc}") from None
+        return source

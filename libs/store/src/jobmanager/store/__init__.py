@@ -1,0 +1,1 @@
+"""The system of record: Postgres models, migrations and the ledger of run states."""

@@ -1,0 +1,95 @@
+"""Connecting to Postgres: engines from a plain postgresql:// URL, and clear errors."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from jobmanager.core.config import redact_url
+from jobmanager.core.runtime import Unavailable
+
+START_HINT = (
+    "start it with `docker compose up -d postgres` or "
+    "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+)
+
+
+class DatabaseUnavailable(Unavailable):
+    """Postgres did not answer; the message says where we looked and how to start it."""
+
+
+def async_url(url: str) -> str:
+    """The SQLAlchemy URL for our driver (asyncpg) from a plain postgresql:// URL."""
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+asyncpg"
+    return f"{scheme}://{rest}"
+
+
+def plain_url(url: str) -> str:
+    """The libpq-style URL (what asyncpg accepts) from any of our URL spellings."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(plain_url(url))
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(plain_url(url)).path.lstrip("/") or "postgres"
+
+
+async def check(url: str, *, timeout: float = 5.0) -> None:
+    """Raise DatabaseUnavailable with one clear line if the server does not answer."""
+    try:
+        conn = await asyncpg.connect(with_database(url, "postgres"), timeout=timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(
+            f"PostgreSQL is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "
+            f"{START_HINT}"
+        ) from exc
+    await conn.close()
+
+
+async def create_database_if_missing(url: str) -> bool:
+    """Create the URL's database if it does not exist; True if it was created."""
+    await check(url)
+    name = database_name(url)
+    conn = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # created by someone else meanwhile
+        return True
+    finally:
+        await conn.close()
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a database error is worth waiting out (server down or restarting, connection
+    lost, a deadlock or serialization failure) rather than a bug or bad data."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        # 40001 serialization failure, 40P01 deadlock, 57P0x shutdown, 08xxx connection.
+        return isinstance(code, str) and (code in ("40001", "40P01") or code[:2] in ("57", "08"))
+    return isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError)

@@ -1,0 +1,79 @@
+"""Reading and writing job definitions (the Jobs table) as `JobSpec`s."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, delete, func, literal_column, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobmanager.jobs.spec import JobSpec, Trigger
+from jobmanager.store.models import Job
+
+jobs = cast(Table, Job.__table__)
+
+
+def _columns(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "enabled": spec.enabled,
+        "event_type": spec.trigger.event_type,
+        "conditions": [c.model_dump(mode="json") for c in spec.trigger.conditions],
+        "script": spec.script,
+        "command_template": spec.command_template,
+        "lane": spec.lane,
+        "timeout_s": spec.timeout_s,
+        "max_attempts": spec.max_attempts,
+        "retry_backoff_s": spec.retry_backoff_s,
+    }
+
+
+def to_spec(row: Row[Any]) -> JobSpec:
+    """A stored job as a JobSpec (validated again: the stored form is the API's form)."""
+    return JobSpec(
+        name=row.name,
+        description=row.description,
+        enabled=row.enabled,
+        trigger=Trigger.model_validate(
+            {"event_type": row.event_type, "conditions": row.conditions}
+        ),
+        script=row.script,
+        command_template=row.command_template,
+        lane=row.lane,
+        timeout_s=row.timeout_s,
+        max_attempts=row.max_attempts,
+        retry_backoff_s=row.retry_backoff_s,
+    )
+
+
+async def all_jobs(conn: AsyncConnection) -> list[Row[Any]]:
+    return list((await conn.execute(select(jobs).order_by(jobs.c.id))).all())
+
+
+async def upsert(conn: AsyncConnection, spec: JobSpec) -> tuple[int, bool]:
+    """Create or update the job named `spec.name`; returns (id, created)."""
+    values = _columns(spec)
+    statement = insert(jobs).values(**values)
+    row = (
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[jobs.c.name],
+                set_={
+                    **{k: statement.excluded[k] for k in values if k != "name"},
+                    "updated_at": func.now(),
+                },
+                # xmax is 0 only for a freshly inserted row version: Postgres's "was inserted".
+            ).returning(jobs.c.id, literal_column("xmax = 0").label("created"))
+        )
+    ).one()
+    return row.id, bool(row.created)
+
+
+async def delete_named(conn: AsyncConnection, names: list[str]) -> int:
+    """Delete jobs by name; their runs keep their history (job_id becomes null)."""
+    if not names:
+        return 0
+    result = await conn.execute(delete(jobs).where(jobs.c.name.in_(names)))
+    return int(result.rowcount)

@@ -1,0 +1,554 @@
+"""The ledger: the only code that changes a run's state.
+
+Every transition of the run lifecycle (SPEC §5) is one function here, called inside the
+caller's transaction (so that the admin service can write its audit row in the same one).
+Each returns an `Outbox`: the job requests and run notices to publish once the transaction
+has committed. Publishing after commit and acking the input after the publish is what makes
+the pipeline at-least-once; the checks here (states, attempts, tokens, the unique event key)
+are what make a redelivered message change nothing.
+
+Lanes. A lane's `head_run_id` is the one run that owns the lane: scheduled (queued, with a
+request in the broker) or active (dispatched or running). Only the head is ever in the broker;
+the lane's other waiting runs stay in Postgres. Every function that moves a head locks the
+lane row first and then the run row, always in that order, so transitions of one lane are
+serialised and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobmanager.core.messages import Event, JobRef, JobRequest, JobResult, RunNotice, RunStarted
+from jobmanager.store.models import ACTIVE_STATES, Attempt, Lane, Run
+from jobmanager.store.models import Event as EventRow
+from jobmanager.store.outbox import Outbox
+
+# Core tables rather than ORM objects: the ledger is on the hot path of every run.
+runs = cast(Table, Run.__table__)
+lanes = cast(Table, Lane.__table__)
+attempts = cast(Table, Attempt.__table__)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run the matcher wants created. `error` set: it could not be prepared (its
+    template failed) and is recorded as Failed with that Feedback instead of being lost."""
+
+    job_id: int | None
+    job_name: str
+    script: str
+    command: str
+    lane: str | None
+    timeout_s: float = 600.0
+    max_attempts: int = 1
+    retry_backoff_s: float = 0.0
+    error: str | None = None
+
+
+class LedgerError(Exception):
+    """An operator action that the run's state does not allow."""
+
+
+class RunNotFound(LedgerError):
+    pass
+
+
+class Conflict(LedgerError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """The gate may send this request to the executors."""
+
+    request: JobRequest
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The request came early; it is due at `until`."""
+
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Stale:
+    """The request is no longer wanted (removed, executed, rescheduled, duplicate)."""
+
+    reason: str
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _request(run: Row[Any], now: datetime) -> JobRequest:
+    return JobRequest(
+        run_id=run.id,
+        attempt=run.attempt,
+        token=run.token,
+        job=JobRef(id=run.job_id, name=run.job_name),
+        script=run.script,
+        command=run.command,
+        timeout_s=run.timeout_s,
+        lane=run.lane,
+        event_id=run.event_id,
+        not_before=run.not_before,
+        requested_at=now,
+    )
+
+
+def _notice(run: Row[Any], state: str, now: datetime) -> RunNotice:
+    return RunNotice(
+        run_id=run.id,
+        state=state,
+        attempt=run.attempt,
+        job=run.job_name,
+        lane=run.lane,
+        event_id=run.event_id,
+        result=run.result,
+        feedback=run.feedback,
+        at=now,
+    )
+
+
+async def _lock_lane(conn: AsyncConnection, name: str | None) -> Row[Any] | None:
+    if name is None:
+        return None
+    locking = select(lanes).where(lanes.c.name == name).with_for_update()
+    row = (await conn.execute(locking)).one_or_none()
+    if row is None:
+        await conn.execute(insert(lanes).values(name=name).on_conflict_do_nothing())
+        row = (await conn.execute(locking)).one()
+    return row
+
+
+async def _lock_run(conn: AsyncConnection, run_id: int) -> Row[Any] | None:
+    return (
+        await conn.execute(select(runs).where(runs.c.id == run_id).with_for_update())
+    ).one_or_none()
+
+
+async def _lane_of(conn: AsyncConnection, run_id: int) -> tuple[bool, str | None]:
+    """(exists, lane) of a run, read without a lock: a run's lane never changes."""
+    row = (await conn.execute(select(runs.c.lane).where(runs.c.id == run_id))).one_or_none()
+    return (row is not None, row.lane if row is not None else None)
+
+
+async def _schedule(conn: AsyncConnection, run_id: int, not_before: datetime) -> Row[Any]:
+    """Give a queued run a new token and due time: the request that carries them becomes the
+    only one the gate accepts for it."""
+    return (
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(token=runs.c.token + 1, not_before=not_before)
+            .returning(*runs.c)
+        )
+    ).one()
+
+
+def _lane_slot(lane: Row[Any], interval_s: float, now: datetime) -> datetime:
+    """The earliest start for the lane's next run: the interval after the last finish."""
+    last: datetime | None = lane.last_finished_at
+    if last is None:
+        return now
+    return max(now, last + timedelta(seconds=interval_s))
+
+
+async def _advance(
+    conn: AsyncConnection, lane: Row[Any], not_before: datetime, now: datetime
+) -> Outbox:
+    """Make the lane's next queued run its head, scheduled at `not_before` (at once if an
+    operator asked to execute it now). With nothing queued the lane becomes idle."""
+    nxt = (
+        await conn.execute(
+            select(runs.c.id, runs.c.execute_now_at)
+            .where(runs.c.lane == lane.name, runs.c.state == "queued")
+            .order_by(runs.c.execute_now_at.asc().nulls_last(), runs.c.id)
+            .limit(1)
+            .with_for_update()
+        )
+    ).one_or_none()
+    await conn.execute(
+        update(lanes).where(lanes.c.name == lane.name).values(head_run_id=nxt.id if nxt else None)
+    )
+    if nxt is None:
+        return Outbox()
+    when = now if nxt.execute_now_at is not None else not_before
+    return Outbox(requests=[_request(await _schedule(conn, nxt.id, when), now)])
+
+
+# -- the lifecycle ---------------------------------------------------------------------------
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    *,
+    event: Event,
+    planned: list[PlannedRun],
+    interval_s: float,
+    now: datetime,
+) -> Outbox | None:
+    """Record an event and create its runs; None if the event was seen before.
+
+    The unique (source, event_id) key makes a duplicate or redelivered event create nothing.
+    Lanes that were idle get their first new run as head, due after the lane's interval.
+    """
+    event_pk = await conn.scalar(
+        insert(EventRow)
+        .values(
+            source=event.source,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            occurred_at=event.occurred_at,
+            received_at=now,
+            payload=event.document(),
+            matched=len(planned),
+        )
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(EventRow.id)
+    )
+    if event_pk is None:
+        return None
+    outbox = Outbox()
+    if not planned:
+        return outbox
+    # Lanes first, in name order (the lock order everywhere), then the runs: ids handed out
+    # under the lane lock keep a lane's enqueue order equal to its commit order.
+    locked = {}
+    for name in sorted({p.lane for p in planned if p.lane is not None and p.error is None}):
+        locked[name] = await _lock_lane(conn, name)
+    values = [
+        {
+            "job_id": p.job_id,
+            "job_name": p.job_name,
+            "script": p.script,
+            "command": p.command,
+            "lane": p.lane,
+            "event_pk": event_pk,
+            "event_id": event.event_id,
+            "state": "failed" if p.error else "queued",
+            "max_attempts": p.max_attempts,
+            "retry_backoff_s": p.retry_backoff_s,
+            "timeout_s": p.timeout_s,
+            "enqueued_at": now,
+            "result": 2 if p.error else None,
+            "feedback": p.error or "",
+            "finished_at": now if p.error else None,
+            # A run without a lane is its own head: scheduled at once.
+            "token": 1 if p.lane is None and p.error is None else 0,
+            "not_before": now if p.lane is None and p.error is None else None,
+        }
+        for p in planned
+    ]
+    created = (await conn.execute(insert(runs).returning(*runs.c), values)).all()
+    failed = [r for r in created if r.state == "failed"]
+    if failed:
+        await conn.execute(
+            insert(attempts),
+            [
+                {
+                    "run_id": r.id,
+                    "attempt": 1,
+                    "finished_at": now,
+                    "result": 2,
+                    "feedback": r.feedback,
+                }
+                for r in failed
+            ],
+        )
+    for run in created:
+        outbox.notices.append(_notice(run, run.state, now))
+        if run.state == "queued" and run.lane is None:
+            outbox.requests.append(_request(run, now))
+    for lane in locked.values():
+        if lane is not None and lane.head_run_id is None:
+            outbox.extend(await _advance(conn, lane, _lane_slot(lane, interval_s, now), now))
+    return outbox
+
+
+async def gate(
+    conn: AsyncConnection, request: JobRequest, *, now: datetime
+) -> Dispatch | Wait | Stale:
+    """Decide on a request that came due: dispatch it, wait for its time, or drop it.
+
+    Dispatching marks the run dispatched and opens its attempt; the caller publishes the
+    returned request (with the event attached) to the work queue after commit.
+    """
+    lane = await _lock_lane(conn, request.lane)
+    run = await _lock_run(conn, request.run_id)
+    if run is None:
+        return Stale("the run no longer exists")
+    if run.state != "queued":
+        return Stale(f"the run is {run.state}")
+    if (run.attempt, run.token) != (request.attempt, request.token):
+        return Stale("the run was rescheduled")
+    if lane is not None and lane.head_run_id != run.id:
+        return Stale("the run is not its lane's head")
+    if run.not_before is not None and run.not_before > now:
+        return Wait(run.not_before)
+    run = (
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == run.id)
+            .values(state="dispatched", dispatched_at=now)
+            .returning(*runs.c)
+        )
+    ).one()
+    await conn.execute(
+        insert(attempts)
+        .values(run_id=run.id, attempt=run.attempt, dispatched_at=now)
+        .on_conflict_do_update(index_elements=["run_id", "attempt"], set_={"dispatched_at": now})
+    )
+    payload = None
+    if run.event_pk is not None:
+        payload = await conn.scalar(select(EventRow.payload).where(EventRow.id == run.event_pk))
+    return Dispatch(_request(run, now).model_copy(update={"event": payload}))
+
+
+async def record_started(conn: AsyncConnection, started: RunStarted, *, now: datetime) -> Outbox:
+    """An executor began the script: the run is running. A repeat changes nothing."""
+    run = (
+        await conn.execute(
+            update(runs)
+            .where(
+                runs.c.id == started.run_id,
+                runs.c.attempt == started.attempt,
+                runs.c.state == "dispatched",
+            )
+            .values(state="running", started_at=started.started_at, executor=started.executor)
+            .returning(*runs.c)
+        )
+    ).one_or_none()
+    if run is None:
+        return Outbox()
+    await conn.execute(
+        update(attempts)
+        .where(attempts.c.run_id == run.id, attempts.c.attempt == run.attempt)
+        .values(started_at=started.started_at, executor=started.executor)
+    )
+    return Outbox(notices=[_notice(run, "running", now)])
+
+
+async def record_result(
+    conn: AsyncConnection, result: JobResult, *, interval_s: float, now: datetime
+) -> Outbox:
+    """Record an attempt's result, then retry the run or end it and advance its lane.
+
+    A result for an attempt that is not the run's active one (a duplicate, or one that
+    arrives after an operator moved on) changes nothing.
+    """
+    exists, lane_name = await _lane_of(conn, result.run_id)
+    if not exists:
+        return Outbox()
+    lane = await _lock_lane(conn, lane_name)
+    run = await _lock_run(conn, result.run_id)
+    if run is None or run.attempt != result.attempt or run.state not in ACTIVE_STATES:
+        return Outbox()
+    finished = min(result.finished_at, now)
+    outcome = {
+        "result": result.result,
+        "feedback": result.feedback,
+        "executor": result.executor,
+        "output_tail": result.output_tail,
+    }
+    await conn.execute(
+        update(attempts)
+        .where(attempts.c.run_id == run.id, attempts.c.attempt == run.attempt)
+        .values(
+            started_at=func.coalesce(attempts.c.started_at, result.started_at),
+            finished_at=finished,
+            **outcome,
+        )
+    )
+    retry = result.result == 2 and run.attempt < run.max_attempts
+    common = {"started_at": func.coalesce(runs.c.started_at, result.started_at), **outcome}
+    if retry:
+        # The run stays its lane's head and waits for the backoff (and the interval).
+        wait = max(run.retry_backoff_s, interval_s if lane is not None else 0.0)
+        changes = {
+            "state": "queued",
+            "attempt": run.attempt + 1,
+            "token": run.token + 1,
+            "not_before": finished + timedelta(seconds=wait),
+            "execute_now_at": None,
+            "dispatched_at": None,
+            **common,
+        }
+    else:
+        changes = {
+            "state": "succeeded" if result.result == 3 else "failed",
+            "finished_at": finished,
+            **common,
+        }
+    run = (
+        await conn.execute(
+            update(runs).where(runs.c.id == run.id).values(**changes).returning(*runs.c)
+        )
+    ).one()
+    outbox = Outbox(notices=[_notice(run, run.state, now)])
+    if retry:
+        outbox.requests.append(_request(run, now))
+    if lane is not None:
+        await conn.execute(
+            update(lanes).where(lanes.c.name == lane.name).values(last_finished_at=finished)
+        )
+        if not retry:
+            slot = finished + timedelta(seconds=interval_s)
+            outbox.extend(await _advance(conn, lane, max(slot, now), now))
+    return outbox
+
+
+async def remove(conn: AsyncConnection, run_id: int, *, interval_s: float, now: datetime) -> Outbox:
+    """Remove a queued run (the Queue page's Remove). It will never execute; its lane
+    moves on. A dispatched or running run cannot be removed (Conflict)."""
+    exists, lane_name = await _lane_of(conn, run_id)
+    if not exists:
+        raise RunNotFound(f"run {run_id} does not exist")
+    lane = await _lock_lane(conn, lane_name)
+    run = await _lock_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(f"run {run_id} does not exist")
+    if run.state != "queued":
+        raise Conflict(_cannot("removed", run))
+    run = (
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(state="removed", finished_at=now, token=runs.c.token + 1)
+            .returning(*runs.c)
+        )
+    ).one()
+    outbox = Outbox(notices=[_notice(run, "removed", now)])
+    if lane is not None and lane.head_run_id == run_id:
+        outbox.extend(await _advance(conn, lane, _lane_slot(lane, interval_s, now), now))
+    return outbox
+
+
+async def execute_now(conn: AsyncConnection, run_id: int, *, now: datetime) -> Outbox:
+    """Run a queued run next without waiting for the interval (the Execute Now button):
+    at once if its lane is idle, else as soon as the lane's active run finishes."""
+    exists, lane_name = await _lane_of(conn, run_id)
+    if not exists:
+        raise RunNotFound(f"run {run_id} does not exist")
+    lane = await _lock_lane(conn, lane_name)
+    run = await _lock_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(f"run {run_id} does not exist")
+    if run.state != "queued":
+        raise Conflict(_cannot("executed now", run))
+    await conn.execute(update(runs).where(runs.c.id == run_id).values(execute_now_at=now))
+    return await _take_head_now(conn, lane, run_id, now)
+
+
+async def execute_failed(conn: AsyncConnection, run_id: int, *, now: datetime) -> Outbox:
+    """Execute a failed run again (the Failed page's Execute): a new attempt, run now.
+    Earlier attempts and their Feedback stay in its history."""
+    exists, lane_name = await _lane_of(conn, run_id)
+    if not exists:
+        raise RunNotFound(f"run {run_id} does not exist")
+    lane = await _lock_lane(conn, lane_name)
+    run = await _lock_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(f"run {run_id} does not exist")
+    if run.state != "failed":
+        raise Conflict(f"run {run_id} is {run.state}: only a failed run can be executed again")
+    await conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(
+            state="queued",
+            attempt=run.attempt + 1,
+            max_attempts=run.attempt + 1,  # one manual attempt, no automatic retries
+            execute_now_at=now,
+            finished_at=None,
+            dispatched_at=None,
+        )
+    )
+    outbox = await _take_head_now(conn, lane, run_id, now)
+    run = (await conn.execute(select(runs).where(runs.c.id == run_id))).one()
+    outbox.notices.insert(0, _notice(run, "queued", now))
+    return outbox
+
+
+async def _take_head_now(
+    conn: AsyncConnection, lane: Row[Any] | None, run_id: int, now: datetime
+) -> Outbox:
+    """Schedule a run at once unless its lane has an active run (then `_advance` picks it
+    first when that run finishes). The lane's previous scheduled head goes back to waiting;
+    its request in the broker is now stale and will be dropped by the gate."""
+    if lane is not None and lane.head_run_id not in (None, run_id):
+        head_state = await conn.scalar(select(runs.c.state).where(runs.c.id == lane.head_run_id))
+        if head_state in ACTIVE_STATES:
+            return Outbox()
+        # The previous head waits again like any other queued run of the lane.
+        await conn.execute(
+            update(runs).where(runs.c.id == lane.head_run_id).values(not_before=None)
+        )
+    if lane is not None:
+        await conn.execute(
+            update(lanes).where(lanes.c.name == lane.name).values(head_run_id=run_id)
+        )
+    return Outbox(requests=[_request(await _schedule(conn, run_id, now), now)])
+
+
+def _cannot(action: str, run: Row[Any]) -> str:
+    if run.state in ACTIVE_STATES:
+        return (
+            f"run {run.id} is already {run.state} on an executor and cannot be {action}; "
+            "it will end in Executed or Failed"
+        )
+    return f"run {run.id} is {run.state}, not queued, and cannot be {action}"
+
+
+async def check_lanes(
+    conn: AsyncConnection, *, interval_s: float, now: datetime, grace_s: float, limit: int = 500
+) -> Outbox:
+    """Repair lanes that stalled because a request was lost (a crash between commit and
+    publish): idle lanes with queued runs get a head, and heads overdue by more than
+    `grace_s` are scheduled again with a new token (the old request, should it still
+    arrive, is then stale)."""
+    outbox = Outbox()
+    waiting = runs.alias("waiting")
+    idle = (
+        await conn.scalars(
+            select(lanes.c.name)
+            .where(
+                lanes.c.head_run_id.is_(None),
+                select(waiting.c.id)
+                .where(waiting.c.lane == lanes.c.name, waiting.c.state == "queued")
+                .exists(),
+            )
+            .limit(limit)
+        )
+    ).all()
+    for name in idle:
+        lane = await _lock_lane(conn, name)
+        if lane is not None and lane.head_run_id is None:
+            outbox.extend(await _advance(conn, lane, _lane_slot(lane, interval_s, now), now))
+    overdue = (
+        await conn.execute(
+            select(runs.c.id, runs.c.lane)
+            .where(
+                runs.c.state == "queued",
+                runs.c.not_before < now - timedelta(seconds=grace_s),
+            )
+            .order_by(runs.c.not_before)
+            .limit(limit)
+        )
+    ).all()
+    for row in overdue:
+        lane = await _lock_lane(conn, row.lane)
+        run = await _lock_run(conn, row.id)
+        if run is None or run.state != "queued":
+            continue
+        if lane is not None and lane.head_run_id != run.id:
+            continue
+        outbox.requests.append(_request(await _schedule(conn, run.id, now), now))
+    return outbox

@@ -1,0 +1,178 @@
+"""SQLAlchemy models: jobs, events, runs with their attempts, lanes and settings.
+
+Only the ledger changes a run's state; everything else reads these tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+RUN_STATES = ("queued", "dispatched", "running", "succeeded", "failed", "removed")
+QUEUE_STATES = ("queued", "dispatched", "running")
+ACTIVE_STATES = ("dispatched", "running")
+
+NAME = 200
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Job(Base):
+    """A registered rule: trigger + script + command template + lane + limits."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), unique=True)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    event_type: Mapped[str] = mapped_column(String(NAME))
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    script: Mapped[str] = mapped_column(String(100))
+    command_template: Mapped[str] = mapped_column(Text)
+    lane: Mapped[str | None] = mapped_column(Text)
+    timeout_s: Mapped[float] = mapped_column(Float, server_default="600")
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="1")
+    retry_backoff_s: Mapped[float] = mapped_column(Float, server_default="0")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Event(Base):
+    """A received Channel Manager notification, kept for a retention period."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    source: Mapped[str] = mapped_column(String(NAME))
+    event_id: Mapped[str] = mapped_column(String(NAME))
+    event_type: Mapped[str] = mapped_column(String(NAME))
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(index=True, server_default=func.now())
+    payload: Mapped[dict[str, Any]]
+    matched: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Run(Base):
+    """One execution request of one job, caused by one event (or an operator).
+
+    Job name and script are snapshots, so editing or deleting a job leaves history intact.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"state IN {RUN_STATES!r}", name="state"),
+        CheckConstraint("result IS NULL OR result IN (2, 3)", name="result"),
+        # The next run of a lane: queued, execute-now first, then enqueue order.
+        Index(
+            "ix_runs_lane_next",
+            "lane",
+            text("execute_now_at ASC NULLS LAST"),
+            "id",
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index("ix_runs_state_id", "state", "id"),
+        Index("ix_runs_event_pk", "event_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    job_name: Mapped[str] = mapped_column(String(NAME))
+    script: Mapped[str] = mapped_column(String(100))
+    command: Mapped[str] = mapped_column(Text)
+    lane: Mapped[str | None] = mapped_column(String(NAME))
+    event_pk: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    event_id: Mapped[str | None] = mapped_column(String(NAME))
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, server_default="1")
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="1")
+    retry_backoff_s: Mapped[float] = mapped_column(Float, server_default="0")
+    timeout_s: Mapped[float] = mapped_column(Float, server_default="600")
+    token: Mapped[int] = mapped_column(Integer, server_default="0")
+    execute_now_at: Mapped[datetime | None]
+    enqueued_at: Mapped[datetime] = _now()
+    not_before: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[int | None] = mapped_column(SmallInteger)
+    feedback: Mapped[str] = mapped_column(Text, server_default="")
+    executor: Mapped[str | None] = mapped_column(String(NAME))
+    output_tail: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class Attempt(Base):
+    """One attempt of a run; a run's history. The key makes a duplicate result a no-op."""
+
+    __tablename__ = "attempts"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[int | None] = mapped_column(SmallInteger)
+    feedback: Mapped[str] = mapped_column(Text, server_default="")
+    executor: Mapped[str | None] = mapped_column(String(NAME))
+    output_tail: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class Lane(Base):
+    """A sequencing key. `head_run_id` is the run that owns the lane now: scheduled
+    (queued, its request in the broker) or active (dispatched or running)."""
+
+    __tablename__ = "lanes"
+
+    name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    head_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    last_finished_at: Mapped[datetime | None]
+
+
+class Setting(Base):
+    """Operator settings (queue interval, Auto Cleanup), one JSON document per key."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = _now()

@@ -1,0 +1,38 @@
+"""What a committed ledger transition has to publish, and publishing it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from jobmanager.core.broker import Publisher
+from jobmanager.core.messages import JobRequest, RunNotice
+
+
+@dataclass
+class Outbox:
+    """Requests for the gate and notices for the runs exchange, published after commit."""
+
+    requests: list[JobRequest] = field(default_factory=list)
+    notices: list[RunNotice] = field(default_factory=list)
+
+    def extend(self, other: Outbox) -> None:
+        self.requests += other.requests
+        self.notices += other.notices
+
+    async def publish(self, publisher: Publisher, *, now: datetime) -> None:
+        """Publish everything, all in flight at once; returns when the broker confirmed all.
+
+        The caller acks its input only after this returns: if it raises, the input is
+        redelivered and the ledger's checks make the repeat harmless.
+        """
+        runs_exchange = publisher.topology.runs_exchange
+        await asyncio.gather(
+            *(publisher.schedule(request, now) for request in self.requests),
+            # Notices are for whoever listens; with no subscriber bound they go nowhere.
+            *(
+                publisher.publish(runs_exchange, n.routing_key, n, mandatory=False)
+                for n in self.notices
+            ),
+        )

@@ -1,0 +1,1 @@
+"""The trigger-matcher: events in, runs queued; the gate; results recorded."""

@@ -1,0 +1,20 @@
+"""The matcher's settings (environment → one object built at start)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from jobmanager.core.config import DatabaseSettings
+
+
+class MatcherSettings(DatabaseSettings):
+    event_max_bytes: int = Field(default=1 << 20, ge=1024)
+    event_max_depth: int = Field(default=64, ge=4)
+    prefetch: int = Field(default=64, ge=1)
+    # The gate holds early requests unacked while it waits: it needs room for many lanes.
+    gate_prefetch: int = Field(default=2000, ge=1)
+    gate_hold_max_s: float = Field(default=5.0, gt=0)
+    catalogue_refresh_s: float = Field(default=30.0, gt=0)
+    lane_check_s: float = Field(default=10.0, gt=0)
+    lane_grace_s: float = Field(default=30.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)

@@ -1,0 +1,128 @@
+"""The events consumer: validate, de-duplicate, match, record, schedule.
+
+Bad input (not JSON, not an object, no id or type, too big, nested too deep) is parked in
+the dead queue with the reason; the consumer goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobmanager.core.broker import Publisher
+from jobmanager.core.messages import Event
+from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.store import ledger
+
+log = logging.getLogger(__name__)
+
+
+class BadEvent(ValueError):
+    """Why a message is not an event we can accept."""
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, iteratively (no recursion to blow)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def parse_event(
+    body: bytes, *, routing_key: str | None, message_id: str | None, max_bytes: int, max_depth: int
+) -> Event:
+    """Validate one Channel Manager message (pure; raises BadEvent with the reason).
+
+    `event_id` and `event_type` may fall back to the AMQP message id and routing key.
+    """
+    if len(body) > max_bytes:
+        raise BadEvent(f"too large: {len(body)} bytes (limit {max_bytes})")
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise BadEvent(f"nested deeper than {max_depth} levels") from None
+    except ValueError as exc:  # also invalid UTF-8
+        raise BadEvent(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadEvent(f"not a JSON object but a {type(document).__name__}")
+    if _depth(document, max_depth) > max_depth:
+        raise BadEvent(f"nested deeper than {max_depth} levels")
+    if document.get("event_id") in (None, "") and message_id:
+        document["event_id"] = message_id
+    if document.get("event_type") in (None, "") and routing_key:
+        document["event_type"] = routing_key
+    try:
+        return Event.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise BadEvent(f"invalid event: {problems}") from None
+
+
+class EventsHandler:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publisher: Publisher,
+        catalogue: Callable[[], Catalogue],
+        *,
+        max_bytes: int,
+        max_depth: int,
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._catalogue = catalogue
+        self._max_bytes = max_bytes
+        self._max_depth = max_depth
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = parse_event(
+                message.body,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                max_bytes=self._max_bytes,
+                max_depth=self._max_depth,
+            )
+        except BadEvent as exc:
+            await self._publisher.park(message, str(exc))
+            return
+        catalogue = self._catalogue()
+        planned = catalogue.plan(event)
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            outbox = await ledger.enqueue(
+                conn, event=event, planned=planned, interval_s=catalogue.interval_s, now=now
+            )
+        if outbox is None:
+            log.info(
+                "duplicate event %s/%s ignored",
+                event.source,
+                event.event_id,
+                extra={"event_id": event.event_id},
+            )
+        else:
+            await outbox.publish(self._publisher, now=now)
+            log.debug(
+                "event %s matched %d job(s)",
+                event.event_id,
+                len(planned),
+                extra={"event_id": event.event_id},
+            )
+        await message.ack()

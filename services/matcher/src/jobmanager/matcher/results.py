@@ -1,0 +1,62 @@
+"""The results consumer: record what executors report and move each run on.
+
+`run.started` marks the run running; `run.succeeded` / `run.failed` records the attempt,
+retries or ends the run, and schedules the lane's next run after the interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobmanager.core.broker import Publisher
+from jobmanager.core.messages import JobResult, RunStarted
+from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.store import ledger
+from jobmanager.store.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class ResultsHandler:
+    def __init__(
+        self, engine: AsyncEngine, publisher: Publisher, catalogue: Callable[[], Catalogue]
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._catalogue = catalogue
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        key = message.routing_key
+        now = datetime.now(UTC)
+        outbox: Outbox
+        try:
+            if key == "run.started":
+                started = RunStarted.model_validate_json(message.body)
+                async with self._engine.begin() as conn:
+                    outbox = await ledger.record_started(conn, started, now=now)
+            elif key in ("run.succeeded", "run.failed"):
+                result = JobResult.model_validate_json(message.body)
+                interval = self._catalogue().interval_s
+                async with self._engine.begin() as conn:
+                    outbox = await ledger.record_result(conn, result, interval_s=interval, now=now)
+                log.debug(
+                    "run %d attempt %d: %s",
+                    result.run_id,
+                    result.attempt,
+                    result.status,
+                    extra={"run_id": result.run_id},
+                )
+            else:
+                await self._publisher.park(message, f"unknown routing key {key!r}")
+                return
+        except ValidationError as exc:
+            await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
+            return
+        await outbox.publish(self._publisher, now=now)
+        await message.ack()

@@ -1,0 +1,154 @@
+"""The matcher service: wires the consumers, the catalogue and the periodic tasks together.
+
+One process runs the events consumer, the gate, the results consumer and a control
+subscription; any number of matcher processes may run side by side (competing consumers; the
+ledger's row locks keep them consistent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobmanager.core.broker import Publisher, connect
+from jobmanager.core.consumer import Consumer
+from jobmanager.core.topology import Topology
+from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.matcher.config import MatcherSettings
+from jobmanager.matcher.events import EventsHandler
+from jobmanager.matcher.gate import GateHandler
+from jobmanager.matcher.results import ResultsHandler
+from jobmanager.store import db, ledger
+
+log = logging.getLogger(__name__)
+
+
+class CatalogueHolder:
+    """The current catalogue; swapped whole on reload, so readers never see half of one."""
+
+    def __init__(self, engine: AsyncEngine, catalogue: Catalogue) -> None:
+        self._engine = engine
+        self.current = catalogue
+        self._lock = asyncio.Lock()
+
+    def __call__(self) -> Catalogue:
+        return self.current
+
+    async def reload(self) -> None:
+        async with self._lock:
+            self.current = await Catalogue.load(self._engine)
+        log.info(
+            "catalogue loaded: %d enabled job(s), interval %.3f s",
+            len(self.current.index),
+            self.current.interval_s,
+        )
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:
+            log.exception("%s failed; trying again in %.0f s", name, seconds)
+
+
+async def serve(settings: MatcherSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the matcher until `stop` is set, then finish the messages in hand and return."""
+    stop = stop or asyncio.Event()
+    topology = Topology.from_settings(settings)
+    await db.check(settings.database_url)
+    engine = db.create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    connection = await connect(settings.amqp_url, name="jobmanager-matcher")
+    try:
+        await _run(settings, topology, engine, connection, stop)
+    finally:
+        await connection.close()
+        await engine.dispose()
+
+
+async def _run(
+    settings: MatcherSettings,
+    topology: Topology,
+    engine: AsyncEngine,
+    connection: AbstractRobustConnection,
+    stop: asyncio.Event,
+) -> None:
+    await topology.declare(await connection.channel())
+    publisher = await Publisher.open(connection, topology)
+    holder = CatalogueHolder(engine, await Catalogue.load(engine))
+    log.info("catalogue loaded: %d enabled job(s)", len(holder.current.index))
+
+    def consumer(
+        name: str, handler: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    ) -> Consumer:
+        return Consumer(name, handler, publisher, transient=db.transient)
+
+    consumers = [
+        (
+            consumer(
+                "events",
+                EventsHandler(
+                    engine,
+                    publisher,
+                    holder,
+                    max_bytes=settings.event_max_bytes,
+                    max_depth=settings.event_max_depth,
+                ),
+            ),
+            topology.events_queue,
+            settings.prefetch,
+        ),
+        (
+            consumer("gate", GateHandler(engine, publisher, hold_max_s=settings.gate_hold_max_s)),
+            topology.due_queue,
+            settings.gate_prefetch,
+        ),
+        (
+            consumer("results", ResultsHandler(engine, publisher, holder)),
+            topology.results_queue,
+            settings.prefetch,
+        ),
+    ]
+
+    async def check_lanes() -> None:
+        now = datetime.now(UTC)
+        async with engine.begin() as conn:
+            outbox = await ledger.check_lanes(
+                conn, interval_s=holder.current.interval_s, now=now, grace_s=settings.lane_grace_s
+            )
+        if outbox.requests:
+            log.warning("lane check: rescheduled %d stalled run(s)", len(outbox.requests))
+        await outbox.publish(publisher, now=now)
+
+    control_channel = await connection.channel()
+    control_queue = await control_channel.declare_queue(exclusive=True, auto_delete=True)
+    await control_queue.bind(topology.control_exchange)
+
+    async def on_control(message: AbstractIncomingMessage) -> None:
+        async with message.process(ignore_processed=True):
+            await holder.reload()
+
+    await control_queue.consume(on_control)
+    for c, queue, prefetch in consumers:
+        await c.start(connection, queue, prefetch=prefetch)
+    tasks = [
+        asyncio.create_task(_every(settings.catalogue_refresh_s, holder.reload, "reload")),
+        asyncio.create_task(_every(settings.lane_check_s, check_lanes, "lane check")),
+    ]
+    log.info("matcher consuming in namespace %r", topology.namespace)
+    await stop.wait()
+    log.info("matcher stopping: finishing the messages in hand")
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*(c.stop() for c, _, _ in consumers))
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    log.info("matcher stopped")

@@ -1,0 +1,185 @@
+"""`jobmanager`: one command for the services, the schema, configuration and events.
+
+Each subcommand builds its settings from the environment when it starts and passes them on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jobmanager.core.runtime import Unavailable, run_service
+
+app = typer.Typer(
+    help="Job Manager: Channel Manager events become sequenced, retried, audited script runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except Unavailable as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def check() -> None:
+    """Check that RabbitMQ and Postgres answer at the configured URLs."""
+    from jobmanager.core.broker import connect
+    from jobmanager.core.config import DatabaseSettings
+    from jobmanager.store.db import check as check_database
+
+    settings = DatabaseSettings()
+    for noisy in ("aio_pika", "aiormq"):  # we say it in one line below
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+    async def probe() -> list[str]:
+        problems = []
+        try:
+            await (await connect(settings.amqp_url, name="jobmanager-check", timeout=5)).close()
+        except Unavailable as exc:
+            problems.append(str(exc))
+        try:
+            await check_database(settings.database_url)
+        except Unavailable as exc:
+            problems.append(str(exc))
+        return problems
+
+    problems = asyncio.run(probe())
+    for problem in problems:
+        typer.secho(f"error: {problem}", fg="red", err=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Create the database if it does not exist, and upgrade its schema to the latest."""
+    from jobmanager.core.config import DatabaseSettings, redact_url
+    from jobmanager.store.migrate import upgrade
+
+    settings = DatabaseSettings()
+    try:
+        upgrade(settings.database_url)
+    except Unavailable as exc:
+        _fail(str(exc))
+    typer.echo(f"schema is up to date at {redact_url(settings.database_url)}")
+
+
+@app.command()
+def matcher() -> None:
+    """Run the trigger-matcher (events, gate, results) in the foreground."""
+    from jobmanager.matcher.__main__ import main
+
+    raise typer.Exit(main())
+
+
+@app.command()
+def executor(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="scripts run at once (default 4)")
+    ] = None,
+) -> None:
+    """Run one executor in the foreground."""
+    from jobmanager.core.logs import configure
+    from jobmanager.executor.config import ExecutorSettings
+    from jobmanager.executor.service import serve
+
+    settings = ExecutorSettings(concurrency=concurrency) if concurrency else ExecutorSettings()
+    configure(settings.log_level, settings.log_format, service="executor")
+    raise typer.Exit(run_service(lambda stop: serve(settings, stop=stop)))
+
+
+@app.command()
+def up(
+    executors: Annotated[int, typer.Option(min=0, help="executor processes")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, help="scripts per executor")] = 4,
+) -> None:
+    """Run every service in one process tree (development). Ctrl-C stops them all."""
+    from jobmanager.cli.up import Services
+
+    services = Services(executors=executors, concurrency=concurrency)
+    raise typer.Exit(services.run_until_stopped())
+
+
+@app.command()
+def demo(
+    rate: Annotated[float, typer.Option(min=0.1, help="simulated events per second")] = 2.0,
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: Ctrl-C)")
+    ] = None,
+) -> None:
+    """Services + sample jobs + a simulated Channel Manager + a live view of the tables."""
+    from jobmanager.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(rate=rate, duration=duration))
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    prune: Annotated[bool, typer.Option(help="delete jobs that are not in the file")] = False,
+) -> None:
+    """Apply a YAML file of settings and jobs (idempotent; keyed by job name)."""
+    from jobmanager.cli.apply import ApplyError, apply_file
+
+    try:
+        report = _run(apply_file(file, prune=prune))
+    except ApplyError as exc:
+        _fail(str(exc))
+    typer.echo(report)
+
+
+@app.command()
+def publish(
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="e.g. channel.updated")],
+    data: Annotated[str, typer.Option(help="the event's data, a JSON object")] = "{}",
+    event_id: Annotated[str | None, typer.Option(help="default: a new UUID")] = None,
+    source: Annotated[str, typer.Option()] = "channel-manager",
+) -> None:
+    """Send one event to the Channel Manager exchange."""
+    from jobmanager.cli.events import publish_one
+
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        _fail(f"--data is not JSON: {exc}")
+    if not isinstance(payload, dict):
+        _fail("--data must be a JSON object")
+    sent = _run(publish_one(event_type, payload, event_id=event_id, source=source))
+    typer.echo(f"published {event_type} {sent}")
+
+
+@app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(min=0.01, help="events per second")] = 2.0,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after N events")] = None,
+    channels: Annotated[int, typer.Option(min=1, help="distinct channels")] = 12,
+    seed: Annotated[int | None, typer.Option(help="for a repeatable stream")] = None,
+) -> None:
+    """Publish a stream of realistic Channel Manager events."""
+    from jobmanager.cli.events import simulate as run_simulation
+
+    sent = _run(run_simulation(rate=rate, count=count, channels=channels, seed=seed))
+    typer.echo(f"published {sent} event(s)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
