@@ -196,3 +196,46 @@ async def test_a_result_delivered_twice_is_recorded_once(stack: Stack) -> None:
     assert (again.state, again.result, again.feedback) == ("succeeded", 3, run.feedback)
     assert len(await stack.attempts(run.id)) == 1
     assert stack.processes["matcher"].poll() is None
+
+
+async def test_bad_input_is_parked_with_its_reason_and_consuming_goes_on(stack: Stack) -> None:
+    job = stack.job(script="noop", lane=None)
+    await stack.add(job)
+    bad = [
+        (b"not json at all", "not JSON"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        # aiormq gives every message an id, the fallback of a missing event_id, so the
+        # missing-id case is covered by the parsing unit tests; here the id has a wrong type.
+        (b'{"event_id": 42, "event_type": "x", "data": {}}', "event_id"),
+        (b'{"event_id": "no-type"}', "event_type"),
+        (
+            b'{"event_id": "big", "event_type": "x", "data": {"blob": "'
+            + b"x" * (1 << 20)
+            + b'"}}',
+            "too large",
+        ),
+    ]
+    marker = os.urandom(4).hex()
+    for body, _ in bad:
+        # An empty routing key, so that event_type has no fallback.
+        await stack.publish_raw(body, routing_key="", message_id=None)
+    await stack.publish(job, {"after": marker})
+    [run] = await stack.ended(job, 1)
+    assert run.state == "succeeded", "the consumer kept consuming after the bad input"
+    channel = await stack.connection.channel()
+    dead = await channel.get_queue(stack.topology.dead_queue)
+    reasons = []
+    for _ in range(50):
+        message = await dead.get(fail=False)
+        if message is None:
+            if len(reasons) >= len(bad):
+                break
+            await asyncio.sleep(0.1)
+            continue
+        reasons.append(str((message.headers or {}).get("x-jobmanager-error")))
+        await message.ack()
+    await channel.close()
+    assert len(reasons) == len(bad)
+    for _, reason in bad:  # handled concurrently: parked in any order
+        assert any(reason in parked for parked in reasons), f"no {reason!r} in {reasons}"
+    assert stack.processes["matcher"].poll() is None

@@ -183,9 +183,7 @@ async def test_a_missing_broker_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(
-        "executor: RabbitMQ is not answering at amqp://guest:***@127.0.0.1:1/"
-    )
+    assert lines[0].startswith("error: RabbitMQ is not answering at amqp://guest:***@127.0.0.1:1/")
     assert "secret" not in lines[0]
 
 
@@ -194,7 +192,7 @@ async def test_a_missing_scripts_directory_is_one_clear_line(tmp_path: Path) -> 
     _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert stderr.decode().strip() == (
-        f"executor: the scripts directory {tmp_path / 'nowhere'} does not exist; "
+        f"error: the scripts directory {tmp_path / 'nowhere'} does not exist; "
         "set JOBMANAGER_SCRIPTS_DIR to a directory of scripts"
     )
 
@@ -203,4 +201,4 @@ async def test_invalid_settings_are_one_clear_line() -> None:
     proc = await start(environment(concurrency="0"))
     _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
-    assert stderr.decode().strip().startswith("executor: invalid configuration: concurrency:")
+    assert stderr.decode().strip().startswith("error: invalid executor configuration: concurrency:")

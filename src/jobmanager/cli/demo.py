@@ -43,7 +43,7 @@ async def snapshot(engine: AsyncEngine) -> Group:
     """The four tables at a glance: counts, then the latest runs."""
     async with engine.connect() as conn:
         counts = dict(
-            (await conn.execute(select(Run.state, func.count()).group_by(Run.state))).tuples().all()
+            (await conn.execute(select(Run.state, func.count()).group_by(Run.state))).all()
         )
         jobs = await conn.scalar(select(func.count()).select_from(Job)) or 0
         latest = (

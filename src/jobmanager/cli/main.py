@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from jobmanager.core.runtime import Unavailable, run_service
+from jobmanager.core.runtime import Unavailable
 
 app = typer.Typer(
     help="Job Manager: Channel Manager events become sequenced, retried, audited script runs.",
@@ -43,8 +42,6 @@ def check() -> None:
     from jobmanager.store.db import check as check_database
 
     settings = DatabaseSettings()
-    for noisy in ("aio_pika", "aiormq"):  # we say it in one line below
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     async def probe() -> list[str]:
         problems = []
@@ -93,14 +90,10 @@ def executor(
         int | None, typer.Option(min=1, help="scripts run at once (default 4)")
     ] = None,
 ) -> None:
-    """Run one executor in the foreground."""
-    from jobmanager.core.logs import configure
-    from jobmanager.executor.config import ExecutorSettings
-    from jobmanager.executor.service import serve
+    """Run one executor in the foreground (SIGTERM: finish the runs in flight, then exit)."""
+    from jobmanager.executor.__main__ import main
 
-    settings = ExecutorSettings(concurrency=concurrency) if concurrency else ExecutorSettings()
-    configure(settings.log_level, settings.log_format, service="executor")
-    raise typer.Exit(run_service(lambda stop: serve(settings, stop=stop)))
+    raise typer.Exit(main([] if concurrency is None else ["--concurrency", str(concurrency)]))
 
 
 @app.command()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import signal
 import sys
@@ -15,6 +17,16 @@ from dataclasses import dataclass, field
 from typing import IO
 
 log = logging.getLogger("jobmanager.up")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the supervisor dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -45,8 +57,14 @@ class Services:
             )
 
     async def _start(self, child: Child) -> asyncio.subprocess.Process:
+        # A session of its own: Ctrl-C in the terminal reaches only this supervisor, which
+        # then stops each child once, gracefully. If the supervisor dies, so do they.
         child.process = await asyncio.create_subprocess_exec(
-            *child.argv, stdout=self.output or None, stderr=self.output or None
+            *child.argv,
+            stdout=self.output or None,
+            stderr=self.output or None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.info("started %s (pid %d)", child.name, child.process.pid)
         return child.process

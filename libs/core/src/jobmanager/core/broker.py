@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -38,12 +39,28 @@ class BrokerUnavailable(Unavailable):
     """RabbitMQ did not answer; the message says where we looked and how to start it."""
 
 
-async def connect(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
-    """A robust (self-reconnecting) connection, or BrokerUnavailable with one clear line."""
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
-        return await aio_pika.connect_robust(
-            url, timeout=timeout, client_properties={"connection_name": name}
-        )
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+async def connect(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
+    """A robust (self-reconnecting) connection, or BrokerUnavailable with one clear line.
+
+    The driver's own error log of a failed first attempt is silenced: BrokerUnavailable says
+    it all. Later reconnects of the robust connection are logged as usual.
+    """
+    try:
+        with _quiet("aiormq.connection"):
+            return await aio_pika.connect_robust(
+                url, timeout=timeout, client_properties={"connection_name": name}
+            )
     except (OSError, AMQPConnectionError, TimeoutError) as exc:
         raise BrokerUnavailable(
             f"RabbitMQ is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "

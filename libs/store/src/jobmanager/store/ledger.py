@@ -24,14 +24,15 @@ from sqlalchemy import Row, Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobmanager.core.messages import Event, JobRef, JobRequest, JobResult, RunNotice, RunStarted
+from jobmanager.core.messages import Event, JobRequest, JobResult, RunStarted
+from jobmanager.store import lanes
 from jobmanager.store.models import ACTIVE_STATES, Attempt, Lane, Run
 from jobmanager.store.models import Event as EventRow
 from jobmanager.store.outbox import Outbox
 
 # Core tables rather than ORM objects: the ledger is on the hot path of every run.
 runs = cast(Table, Run.__table__)
-lanes = cast(Table, Lane.__table__)
+lane_rows = cast(Table, Lane.__table__)
 attempts = cast(Table, Attempt.__table__)
 
 
@@ -87,101 +88,14 @@ class Stale:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _request(run: Row[Any], now: datetime) -> JobRequest:
-    return JobRequest(
-        run_id=run.id,
-        attempt=run.attempt,
-        token=run.token,
-        job=JobRef(id=run.job_id, name=run.job_name),
-        script=run.script,
-        command=run.command,
-        timeout_s=run.timeout_s,
-        lane=run.lane,
-        event_id=run.event_id,
-        not_before=run.not_before,
-        requested_at=now,
-    )
-
-
-def _notice(run: Row[Any], state: str, now: datetime) -> RunNotice:
-    return RunNotice(
-        run_id=run.id,
-        state=state,
-        attempt=run.attempt,
-        job=run.job_name,
-        lane=run.lane,
-        event_id=run.event_id,
-        result=run.result,
-        feedback=run.feedback,
-        at=now,
-    )
-
-
-async def _lock_lane(conn: AsyncConnection, name: str | None) -> Row[Any] | None:
-    if name is None:
-        return None
-    locking = select(lanes).where(lanes.c.name == name).with_for_update()
-    row = (await conn.execute(locking)).one_or_none()
-    if row is None:
-        await conn.execute(insert(lanes).values(name=name).on_conflict_do_nothing())
-        row = (await conn.execute(locking)).one()
-    return row
-
-
-async def _lock_run(conn: AsyncConnection, run_id: int) -> Row[Any] | None:
-    return (
-        await conn.execute(select(runs).where(runs.c.id == run_id).with_for_update())
-    ).one_or_none()
-
-
-async def _lane_of(conn: AsyncConnection, run_id: int) -> tuple[bool, str | None]:
-    """(exists, lane) of a run, read without a lock: a run's lane never changes."""
-    row = (await conn.execute(select(runs.c.lane).where(runs.c.id == run_id))).one_or_none()
-    return (row is not None, row.lane if row is not None else None)
-
-
-async def _schedule(conn: AsyncConnection, run_id: int, not_before: datetime) -> Row[Any]:
-    """Give a queued run a new token and due time: the request that carries them becomes the
-    only one the gate accepts for it."""
-    return (
-        await conn.execute(
-            update(runs)
-            .where(runs.c.id == run_id)
-            .values(token=runs.c.token + 1, not_before=not_before)
-            .returning(*runs.c)
-        )
-    ).one()
-
-
-def _lane_slot(lane: Row[Any], interval_s: float, now: datetime) -> datetime:
-    """The earliest start for the lane's next run: the interval after the last finish."""
-    last: datetime | None = lane.last_finished_at
-    if last is None:
-        return now
-    return max(now, last + timedelta(seconds=interval_s))
-
-
-async def _advance(
-    conn: AsyncConnection, lane: Row[Any], not_before: datetime, now: datetime
-) -> Outbox:
-    """Make the lane's next queued run its head, scheduled at `not_before` (at once if an
-    operator asked to execute it now). With nothing queued the lane becomes idle."""
-    nxt = (
-        await conn.execute(
-            select(runs.c.id, runs.c.execute_now_at)
-            .where(runs.c.lane == lane.name, runs.c.state == "queued")
-            .order_by(runs.c.execute_now_at.asc().nulls_last(), runs.c.id)
-            .limit(1)
-            .with_for_update()
-        )
-    ).one_or_none()
-    await conn.execute(
-        update(lanes).where(lanes.c.name == lane.name).values(head_run_id=nxt.id if nxt else None)
-    )
-    if nxt is None:
-        return Outbox()
-    when = now if nxt.execute_now_at is not None else not_before
-    return Outbox(requests=[_request(await _schedule(conn, nxt.id, when), now)])
+async def _lock_for_action(conn: AsyncConnection, run_id: int) -> tuple[Row[Any] | None, Row[Any]]:
+    """Lock an operator action's run and its lane (lane first), or raise RunNotFound."""
+    exists, lane_name = await lanes.lane_of(conn, run_id)
+    lane = await lanes.lock_lane(conn, lane_name) if exists else None
+    run = await lanes.lock_run(conn, run_id) if exists else None
+    if run is None:
+        raise RunNotFound(f"run {run_id} does not exist")
+    return lane, run
 
 
 # -- the lifecycle ---------------------------------------------------------------------------
@@ -223,7 +137,7 @@ async def enqueue(
     # under the lane lock keep a lane's enqueue order equal to its commit order.
     locked = {}
     for name in sorted({p.lane for p in planned if p.lane is not None and p.error is None}):
-        locked[name] = await _lock_lane(conn, name)
+        locked[name] = await lanes.lock_lane(conn, name)
     values = [
         {
             "job_id": p.job_id,
@@ -264,12 +178,14 @@ async def enqueue(
             ],
         )
     for run in created:
-        outbox.notices.append(_notice(run, run.state, now))
+        outbox.notices.append(lanes.notice_for(run, run.state, now))
         if run.state == "queued" and run.lane is None:
-            outbox.requests.append(_request(run, now))
+            outbox.requests.append(lanes.request_for(run, now))
     for lane in locked.values():
         if lane is not None and lane.head_run_id is None:
-            outbox.extend(await _advance(conn, lane, _lane_slot(lane, interval_s, now), now))
+            outbox.extend(
+                await lanes.advance(conn, lane, lanes.lane_slot(lane, interval_s, now), now)
+            )
     return outbox
 
 
@@ -281,8 +197,8 @@ async def gate(
     Dispatching marks the run dispatched and opens its attempt; the caller publishes the
     returned request (with the event attached) to the work queue after commit.
     """
-    lane = await _lock_lane(conn, request.lane)
-    run = await _lock_run(conn, request.run_id)
+    lane = await lanes.lock_lane(conn, request.lane)
+    run = await lanes.lock_run(conn, request.run_id)
     if run is None:
         return Stale("the run no longer exists")
     if run.state != "queued":
@@ -309,7 +225,7 @@ async def gate(
     payload = None
     if run.event_pk is not None:
         payload = await conn.scalar(select(EventRow.payload).where(EventRow.id == run.event_pk))
-    return Dispatch(_request(run, now).model_copy(update={"event": payload}))
+    return Dispatch(lanes.request_for(run, now).model_copy(update={"event": payload}))
 
 
 async def record_started(conn: AsyncConnection, started: RunStarted, *, now: datetime) -> Outbox:
@@ -333,7 +249,7 @@ async def record_started(conn: AsyncConnection, started: RunStarted, *, now: dat
         .where(attempts.c.run_id == run.id, attempts.c.attempt == run.attempt)
         .values(started_at=started.started_at, executor=started.executor)
     )
-    return Outbox(notices=[_notice(run, "running", now)])
+    return Outbox(notices=[lanes.notice_for(run, "running", now)])
 
 
 async def record_result(
@@ -344,11 +260,11 @@ async def record_result(
     A result for an attempt that is not the run's active one (a duplicate, or one that
     arrives after an operator moved on) changes nothing.
     """
-    exists, lane_name = await _lane_of(conn, result.run_id)
+    exists, lane_name = await lanes.lane_of(conn, result.run_id)
     if not exists:
         return Outbox()
-    lane = await _lock_lane(conn, lane_name)
-    run = await _lock_run(conn, result.run_id)
+    lane = await lanes.lock_lane(conn, lane_name)
+    run = await lanes.lock_run(conn, result.run_id)
     if run is None or run.attempt != result.attempt or run.state not in ACTIVE_STATES:
         return Outbox()
     finished = min(result.finished_at, now)
@@ -392,29 +308,23 @@ async def record_result(
             update(runs).where(runs.c.id == run.id).values(**changes).returning(*runs.c)
         )
     ).one()
-    outbox = Outbox(notices=[_notice(run, run.state, now)])
+    outbox = Outbox(notices=[lanes.notice_for(run, run.state, now)])
     if retry:
-        outbox.requests.append(_request(run, now))
+        outbox.requests.append(lanes.request_for(run, now))
     if lane is not None:
         await conn.execute(
-            update(lanes).where(lanes.c.name == lane.name).values(last_finished_at=finished)
+            update(lane_rows).where(lane_rows.c.name == lane.name).values(last_finished_at=finished)
         )
         if not retry:
             slot = finished + timedelta(seconds=interval_s)
-            outbox.extend(await _advance(conn, lane, max(slot, now), now))
+            outbox.extend(await lanes.advance(conn, lane, max(slot, now), now))
     return outbox
 
 
 async def remove(conn: AsyncConnection, run_id: int, *, interval_s: float, now: datetime) -> Outbox:
     """Remove a queued run (the Queue page's Remove). It will never execute; its lane
     moves on. A dispatched or running run cannot be removed (Conflict)."""
-    exists, lane_name = await _lane_of(conn, run_id)
-    if not exists:
-        raise RunNotFound(f"run {run_id} does not exist")
-    lane = await _lock_lane(conn, lane_name)
-    run = await _lock_run(conn, run_id)
-    if run is None:
-        raise RunNotFound(f"run {run_id} does not exist")
+    lane, run = await _lock_for_action(conn, run_id)
     if run.state != "queued":
         raise Conflict(_cannot("removed", run))
     run = (
@@ -425,38 +335,26 @@ async def remove(conn: AsyncConnection, run_id: int, *, interval_s: float, now: 
             .returning(*runs.c)
         )
     ).one()
-    outbox = Outbox(notices=[_notice(run, "removed", now)])
+    outbox = Outbox(notices=[lanes.notice_for(run, "removed", now)])
     if lane is not None and lane.head_run_id == run_id:
-        outbox.extend(await _advance(conn, lane, _lane_slot(lane, interval_s, now), now))
+        outbox.extend(await lanes.advance(conn, lane, lanes.lane_slot(lane, interval_s, now), now))
     return outbox
 
 
 async def execute_now(conn: AsyncConnection, run_id: int, *, now: datetime) -> Outbox:
     """Run a queued run next without waiting for the interval (the Execute Now button):
     at once if its lane is idle, else as soon as the lane's active run finishes."""
-    exists, lane_name = await _lane_of(conn, run_id)
-    if not exists:
-        raise RunNotFound(f"run {run_id} does not exist")
-    lane = await _lock_lane(conn, lane_name)
-    run = await _lock_run(conn, run_id)
-    if run is None:
-        raise RunNotFound(f"run {run_id} does not exist")
+    lane, run = await _lock_for_action(conn, run_id)
     if run.state != "queued":
         raise Conflict(_cannot("executed now", run))
     await conn.execute(update(runs).where(runs.c.id == run_id).values(execute_now_at=now))
-    return await _take_head_now(conn, lane, run_id, now)
+    return await lanes.take_head_now(conn, lane, run_id, now)
 
 
 async def execute_failed(conn: AsyncConnection, run_id: int, *, now: datetime) -> Outbox:
     """Execute a failed run again (the Failed page's Execute): a new attempt, run now.
     Earlier attempts and their Feedback stay in its history."""
-    exists, lane_name = await _lane_of(conn, run_id)
-    if not exists:
-        raise RunNotFound(f"run {run_id} does not exist")
-    lane = await _lock_lane(conn, lane_name)
-    run = await _lock_run(conn, run_id)
-    if run is None:
-        raise RunNotFound(f"run {run_id} does not exist")
+    lane, run = await _lock_for_action(conn, run_id)
     if run.state != "failed":
         raise Conflict(f"run {run_id} is {run.state}: only a failed run can be executed again")
     await conn.execute(
@@ -471,31 +369,10 @@ async def execute_failed(conn: AsyncConnection, run_id: int, *, now: datetime) -
             dispatched_at=None,
         )
     )
-    outbox = await _take_head_now(conn, lane, run_id, now)
+    outbox = await lanes.take_head_now(conn, lane, run_id, now)
     run = (await conn.execute(select(runs).where(runs.c.id == run_id))).one()
-    outbox.notices.insert(0, _notice(run, "queued", now))
+    outbox.notices.insert(0, lanes.notice_for(run, "queued", now))
     return outbox
-
-
-async def _take_head_now(
-    conn: AsyncConnection, lane: Row[Any] | None, run_id: int, now: datetime
-) -> Outbox:
-    """Schedule a run at once unless its lane has an active run (then `_advance` picks it
-    first when that run finishes). The lane's previous scheduled head goes back to waiting;
-    its request in the broker is now stale and will be dropped by the gate."""
-    if lane is not None and lane.head_run_id not in (None, run_id):
-        head_state = await conn.scalar(select(runs.c.state).where(runs.c.id == lane.head_run_id))
-        if head_state in ACTIVE_STATES:
-            return Outbox()
-        # The previous head waits again like any other queued run of the lane.
-        await conn.execute(
-            update(runs).where(runs.c.id == lane.head_run_id).values(not_before=None)
-        )
-    if lane is not None:
-        await conn.execute(
-            update(lanes).where(lanes.c.name == lane.name).values(head_run_id=run_id)
-        )
-    return Outbox(requests=[_request(await _schedule(conn, run_id, now), now)])
 
 
 def _cannot(action: str, run: Row[Any]) -> str:
@@ -518,20 +395,22 @@ async def check_lanes(
     waiting = runs.alias("waiting")
     idle = (
         await conn.scalars(
-            select(lanes.c.name)
+            select(lane_rows.c.name)
             .where(
-                lanes.c.head_run_id.is_(None),
+                lane_rows.c.head_run_id.is_(None),
                 select(waiting.c.id)
-                .where(waiting.c.lane == lanes.c.name, waiting.c.state == "queued")
+                .where(waiting.c.lane == lane_rows.c.name, waiting.c.state == "queued")
                 .exists(),
             )
             .limit(limit)
         )
     ).all()
     for name in idle:
-        lane = await _lock_lane(conn, name)
+        lane = await lanes.lock_lane(conn, name)
         if lane is not None and lane.head_run_id is None:
-            outbox.extend(await _advance(conn, lane, _lane_slot(lane, interval_s, now), now))
+            outbox.extend(
+                await lanes.advance(conn, lane, lanes.lane_slot(lane, interval_s, now), now)
+            )
     overdue = (
         await conn.execute(
             select(runs.c.id, runs.c.lane)
@@ -544,11 +423,11 @@ async def check_lanes(
         )
     ).all()
     for row in overdue:
-        lane = await _lock_lane(conn, row.lane)
-        run = await _lock_run(conn, row.id)
+        lane = await lanes.lock_lane(conn, row.lane)
+        run = await lanes.lock_run(conn, row.id)
         if run is None or run.state != "queued":
             continue
         if lane is not None and lane.head_run_id != run.id:
             continue
-        outbox.requests.append(_request(await _schedule(conn, run.id, now), now))
+        outbox.requests.append(lanes.request_for(await lanes.schedule(conn, run.id, now), now))
     return outbox

@@ -56,6 +56,19 @@ def _now() -> Any:
     return mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class Outcome:
+    """Columns of an execution's course, kept for the run (its latest attempt) and for each
+    attempt."""
+
+    dispatched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[int | None] = mapped_column(SmallInteger)
+    feedback: Mapped[str] = mapped_column(Text, server_default="")
+    executor: Mapped[str | None] = mapped_column(String(NAME))
+    output_tail: Mapped[str] = mapped_column(Text, server_default="")
+
+
 class Job(Base):
     """A registered rule: trigger + script + command template + lane + limits."""
 
@@ -93,7 +106,7 @@ class Event(Base):
     matched: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
-class Run(Base):
+class Run(Outcome, Base):
     """One execution request of one job, caused by one event (or an operator).
 
     Job name and script are snapshots, so editing or deleting a job leaves history intact.
@@ -132,29 +145,15 @@ class Run(Base):
     execute_now_at: Mapped[datetime | None]
     enqueued_at: Mapped[datetime] = _now()
     not_before: Mapped[datetime | None]
-    dispatched_at: Mapped[datetime | None]
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-    result: Mapped[int | None] = mapped_column(SmallInteger)
-    feedback: Mapped[str] = mapped_column(Text, server_default="")
-    executor: Mapped[str | None] = mapped_column(String(NAME))
-    output_tail: Mapped[str] = mapped_column(Text, server_default="")
 
 
-class Attempt(Base):
+class Attempt(Outcome, Base):
     """One attempt of a run; a run's history. The key makes a duplicate result a no-op."""
 
     __tablename__ = "attempts"
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
-    dispatched_at: Mapped[datetime | None]
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-    result: Mapped[int | None] = mapped_column(SmallInteger)
-    feedback: Mapped[str] = mapped_column(Text, server_default="")
-    executor: Mapped[str | None] = mapped_column(String(NAME))
-    output_tail: Mapped[str] = mapped_column(Text, server_default="")
 
 
 class Lane(Base):

@@ -60,14 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        print(f"executor: invalid configuration: {problems}", file=sys.stderr)
+        print(f"error: invalid executor configuration: {problems}", file=sys.stderr)
         return 1
     configure(settings.log_level, settings.log_format, service="executor")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(settings))
     except (BrokerUnavailable, ExecutorConfigError) as exc:
-        print(f"executor: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

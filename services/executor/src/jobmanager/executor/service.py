@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -148,17 +148,6 @@ class WorkConsumer:
         )
 
 
-@contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _handle_signals(stop: asyncio.Event, consumer: WorkConsumer) -> list[signal.Signals]:
     loop = asyncio.get_running_loop()
 
@@ -190,10 +179,9 @@ async def serve(settings: ExecutorSettings, *, stop: asyncio.Event | None = None
         )
     topology = Topology.from_settings(settings)
     runner = Runner(settings)
-    with _quiet("aiormq.connection"):  # BrokerUnavailable already says it all, in one line
-        connection = await connect(
-            settings.amqp_url, name=f"jobmanager-executor {settings.executor_id}"
-        )
+    connection = await connect(
+        settings.amqp_url, name=f"jobmanager-executor {settings.executor_id}"
+    )
     handled: list[signal.Signals] = []
     consumer: WorkConsumer | None = None
     try:
