@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -32,8 +33,15 @@ def jobmanager(
     )
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def service_env(amqp_url: str, database_url: str, topology: Topology) -> dict[str, str]:
     return {
+        "JOBMANAGER_ADMIN_PORT": str(free_port()),
         "JOBMANAGER_AMQP_URL": amqp_url,
         "JOBMANAGER_DATABASE_URL": database_url,
         "JOBMANAGER_NAMESPACE": topology.namespace,
@@ -156,6 +164,26 @@ async def test_publish_and_simulate_send_events(
     assert all(b["data"]["channel"]["channel_id"] for _, b, _ in received[1:])
 
 
+async def test_apikey_create_prints_the_key_last(
+    amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
+) -> None:
+    env = service_env(amqp_url, database_url, topology)
+    result = await asyncio.to_thread(
+        jobmanager, "apikey", "create", "--role", "operator", "--name", "ci", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.split()[-1]
+    assert key.startswith("jm_") and len(key) > 40
+    from jobmanager.admin.auth import hash_key
+    from jobmanager.store.models import ApiKey
+
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(ApiKey.name, ApiKey.role, ApiKey.key_hash))).one()
+    assert (row.name, row.role, row.key_hash) == ("ci", "operator", hash_key(key))
+    wrong = await asyncio.to_thread(jobmanager, "apikey", "create", "--role", "root", env=env)
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+
+
 async def test_a_missing_broker_or_database_is_one_clear_line(database_url: str) -> None:
     env = {
         "JOBMANAGER_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
@@ -199,6 +227,7 @@ async def test_demo_shows_executed_and_failed_runs(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Executed Jobs" in result.stdout and "Failed Jobs" in result.stdout
+    assert "admin API: http://127.0.0.1:" in result.stdout and "jm_" in result.stdout
     async with engine.connect() as conn:
         states = dict(
             (await conn.execute(select(Run.state, func.count()).group_by(Run.state))).all()

@@ -304,3 +304,18 @@ async def test_check_lanes_repairs_a_lost_request(engine: AsyncEngine) -> None:
     assert again.run_id == lost.run_id and again.token == lost.token + 1
     assert isinstance(await gate(engine, lost, at(60)), Stale)
     await dispatch(engine, again, at(60))
+
+
+async def test_a_new_interval_applies_to_the_next_dispatch(engine: AsyncEngine) -> None:
+    out = await enqueue(engine, plan(lane="a"), plan(lane="a"), plan(lane="b"), interval_s=60)
+    assert out is not None
+    first_a = next(r for r in out.requests if r.lane == "a")
+    sent = await dispatch(engine, first_a, T0)
+    done = await finish(engine, sent, 3, at_=at(1), interval_s=60)
+    [waiting] = done.requests
+    assert waiting.not_before == at(61)
+    changed = await tx(engine, lambda c: ledger.apply_interval(c, interval_s=2, now=at(1.5)))
+    [again] = changed.requests
+    assert (again.run_id, again.not_before) == (waiting.run_id, at(3))
+    assert isinstance(await gate(engine, waiting, at(61)), Stale), "the old schedule is void"
+    await dispatch(engine, again, at(3))

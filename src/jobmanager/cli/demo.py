@@ -18,8 +18,10 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.admin.config import AdminSettings
 from jobmanager.cli.apply import apply_document, load_document
 from jobmanager.cli.events import simulate
+from jobmanager.cli.keys import create
 from jobmanager.cli.up import Services
 from jobmanager.core.config import DatabaseSettings, redact_url
 from jobmanager.core.runtime import Unavailable
@@ -84,6 +86,9 @@ async def snapshot(engine: AsyncEngine) -> Group:
 async def _demo(settings: DatabaseSettings, rate: float, duration: float | None) -> None:
     document = load_document(SAMPLE.read_text(encoding="utf-8"), origin=str(SAMPLE))
     print(await apply_document(document, settings, prune=False))
+    key = await create(role="admin", name="demo")
+    admin = AdminSettings()
+    url = f"http://{admin.admin_host}:{admin.admin_port}"
     LOG.parent.mkdir(exist_ok=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,6 +101,7 @@ async def _demo(settings: DatabaseSettings, rate: float, duration: float | None)
         services = Services(executors=2, output=log_file)
         supervisor = asyncio.create_task(services.run(stopping))
         print(f"services started; their logs go to {LOG}")
+        print(f"admin API: {url}/docs  (sign in with the admin key {key})")
         print(f"database: {redact_url(settings.database_url)}, namespace: {settings.namespace}")
         print("a simulated Channel Manager publishes events; Ctrl-C stops the demo")
         await asyncio.sleep(2)  # let the matcher declare the topology

@@ -97,14 +97,41 @@ def executor(
 
 
 @app.command()
+def admin() -> None:
+    """Run the admin API (and, later, the console) in the foreground."""
+    from jobmanager.admin.__main__ import main
+
+    raise typer.Exit(main())
+
+
+apikey_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    role: Annotated[str, typer.Option(help="viewer, operator or admin")],
+    name: Annotated[str | None, typer.Option(help="who or what uses it (audit log)")] = None,
+) -> None:
+    """Create an API key and print it (the last word on stdout); only its hash is stored."""
+    from jobmanager.cli.keys import create
+
+    if role not in ("viewer", "operator", "admin"):
+        _fail(f"--role must be viewer, operator or admin, not {role!r}")
+    key = _run(create(role=role, name=name or f"{role}-key"))
+    typer.echo(f"created a {role} key: {key}")
+
+
+@app.command()
 def up(
     executors: Annotated[int, typer.Option(min=0, help="executor processes")] = 2,
     concurrency: Annotated[int, typer.Option(min=1, help="scripts per executor")] = 4,
+    admin: Annotated[bool, typer.Option(help="run the admin API too")] = True,
 ) -> None:
     """Run every service in one process tree (development). Ctrl-C stops them all."""
     from jobmanager.cli.up import Services
 
-    services = Services(executors=executors, concurrency=concurrency)
+    services = Services(executors=executors, concurrency=concurrency, admin=admin)
     raise typer.Exit(services.run_until_stopped())
 
 

@@ -41,13 +41,15 @@ class Child:
 class Services:
     executors: int = 2
     concurrency: int = 4
-    admin: bool = False
+    admin: bool = True
     output: IO[str] | None = None  # children's logs; None: this terminal
     children: list[Child] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         python = sys.executable
         self.children.append(Child("matcher", [python, "-m", "jobmanager.matcher"]))
+        if self.admin:
+            self.children.append(Child("admin", [python, "-m", "jobmanager.admin"]))
         for n in range(self.executors):
             self.children.append(
                 Child(

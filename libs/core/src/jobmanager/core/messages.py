@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -93,6 +93,20 @@ class JobResult(Message):
     @property
     def routing_key(self) -> str:
         return f"run.{self.status}"
+
+
+class ExecutorReport(Message):
+    """Published by each executor on `executor.report` at start and then periodically: the
+    scripts it can run (the catalogue the admin API checks jobs against) and its load."""
+
+    executor: str = Field(min_length=1, max_length=MAX_ID)
+    scripts: list[str]
+    concurrency: int = Field(ge=0)
+    busy: int = Field(ge=0)
+    started_at: datetime
+    at: datetime
+
+    routing_key: ClassVar[str] = "executor.report"
 
 
 RunState = Literal["queued", "dispatched", "running", "succeeded", "failed", "removed"]

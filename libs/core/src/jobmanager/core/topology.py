@@ -119,6 +119,7 @@ class Topology:
             self.results_queue, durable=True, arguments=self._consumed()
         )
         await results_q.bind(results_x, "run.*")
+        await results_q.bind(results_x, "executor.*")
         await channel.declare_exchange(self.runs_exchange, durable.TOPIC, durable=True)
         await channel.declare_exchange(self.control_exchange, durable.FANOUT, durable=True)
         await self._declare_delay_stage(channel, due_q)

@@ -14,7 +14,8 @@ from jobmanager.store.models import Job
 jobs = cast(Table, Job.__table__)
 
 
-def _columns(spec: JobSpec) -> dict[str, Any]:
+def columns(spec: JobSpec) -> dict[str, Any]:
+    """The table's columns for a job."""
     return {
         "name": spec.name,
         "description": spec.description,
@@ -54,7 +55,7 @@ async def all_jobs(conn: AsyncConnection) -> list[Row[Any]]:
 
 async def upsert(conn: AsyncConnection, spec: JobSpec) -> tuple[int, bool]:
     """Create or update the job named `spec.name`; returns (id, created)."""
-    values = _columns(spec)
+    values = columns(spec)
     statement = insert(jobs).values(**values)
     row = (
         await conn.execute(

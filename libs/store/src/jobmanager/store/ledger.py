@@ -384,6 +384,41 @@ def _cannot(action: str, run: Row[Any]) -> str:
     return f"run {run.id} is {run.state}, not queued, and cannot be {action}"
 
 
+async def apply_interval(conn: AsyncConnection, *, interval_s: float, now: datetime) -> Outbox:
+    """Reschedule the lanes' waiting heads for a changed interval, so that the change takes
+    effect at each lane's next dispatch. Heads waiting for a retry's backoff or marked
+    Execute Now keep their time."""
+    outbox = Outbox()
+    candidates = (
+        (
+            await conn.execute(
+                select(lane_rows.c.name)
+                .select_from(lane_rows.join(runs, runs.c.id == lane_rows.c.head_run_id))
+                .where(
+                    runs.c.state == "queued", runs.c.attempt == 1, runs.c.execute_now_at.is_(None)
+                )
+                .order_by(lane_rows.c.name)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for name in candidates:
+        lane = await lanes.lock_lane(conn, name)
+        if lane is None or lane.head_run_id is None:
+            continue
+        run = await lanes.lock_run(conn, lane.head_run_id)
+        if run is None or run.state != "queued" or run.attempt != 1 or run.execute_now_at:
+            continue
+        if lane.last_finished_at is None:
+            continue  # no run finished in this lane: the interval does not apply
+        slot = lanes.lane_slot(lane, interval_s, now)
+        already_due = run.not_before is not None and run.not_before <= now and slot <= now
+        if slot != run.not_before and not already_due:
+            outbox.requests.append(lanes.request_for(await lanes.schedule(conn, run.id, slot), now))
+    return outbox
+
+
 async def check_lanes(
     conn: AsyncConnection, *, interval_s: float, now: datetime, grace_s: float, limit: int = 500
 ) -> Outbox:

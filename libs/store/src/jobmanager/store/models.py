@@ -125,6 +125,16 @@ class Run(Outcome, Base):
             postgresql_where=text("state = 'queued'"),
         ),
         Index("ix_runs_state_id", "state", "id"),
+        # The Queue page, newest first, and the Executed / Failed pages by finish time
+        # (their keyset pagination and Auto Cleanup's "oldest rows").
+        Index("ix_runs_queue", "id", postgresql_where=text(f"state IN {QUEUE_STATES!r}")),
+        Index(
+            "ix_runs_executed",
+            "finished_at",
+            "id",
+            postgresql_where=text("state = 'succeeded'"),
+        ),
+        Index("ix_runs_failed", "finished_at", "id", postgresql_where=text("state = 'failed'")),
         Index("ix_runs_event_pk", "event_pk"),
     )
 
@@ -161,10 +171,63 @@ class Lane(Base):
     (queued, its request in the broker) or active (dispatched or running)."""
 
     __tablename__ = "lanes"
+    # Deleting a run checks this foreign key (ON DELETE SET NULL): without the index, every
+    # deleted run would scan all lanes.
+    __table_args__ = (
+        Index(
+            "ix_lanes_head_run_id",
+            "head_run_id",
+            postgresql_where=text("head_run_id IS NOT NULL"),
+        ),
+    )
 
     name: Mapped[str] = mapped_column(String(NAME), primary_key=True)
     head_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     last_finished_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """An admin API key. Only a hash of the key is stored; `prefix` identifies it to people."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),)
+
+
+class AuditEntry(Base):
+    """One mutating call of the admin API: who, what, on what, when, and how it ended."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True, server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(NAME))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(NAME))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+
+
+class Executor(Base):
+    """What an executor last reported about itself: its scripts and capacity."""
+
+    __tablename__ = "executors"
+
+    id: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    scripts: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
+    concurrency: Mapped[int] = mapped_column(Integer, server_default="0")
+    busy: Mapped[int] = mapped_column(Integer, server_default="0")
+    started_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime] = mapped_column(index=True, server_default=func.now())
 
 
 class Setting(Base):

@@ -37,6 +37,8 @@ class ExecutorSettings(ServiceSettings):
     feedback_max_chars: int = Field(default=4000, ge=100, le=1024 * 1024)
     # After an executable exits, how long to keep reading pipes its leftover children hold.
     exit_drain_s: float = Field(default=0.25, gt=0, le=10)
+    # How often the executor reports its scripts and load (executor.report).
+    report_interval_s: float = Field(default=30.0, gt=0, le=3600)
     # The PATH scripts get (their environment is minimal, not the executor's).
     script_search_path: str = "/usr/local/bin:/usr/bin:/bin"
     # Names of variables handed on to scripts, comma-separated (for example where a script

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from jobmanager.core.broker import Publisher, connect
-from jobmanager.core.messages import JobRequest, JobResult, RunStarted
+from jobmanager.core.messages import ExecutorReport, JobRequest, JobResult, RunStarted
 from jobmanager.core.topology import Topology
 from jobmanager.executor.config import ExecutorSettings
 from jobmanager.executor.runner import Runner
@@ -63,6 +63,11 @@ class WorkConsumer:
         task = asyncio.create_task(self.handle(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @property
+    def busy(self) -> int:
+        """Runs in flight now."""
+        return len(self._tasks)
 
     def stop_accepting(self) -> None:
         self._stopping = True
@@ -165,6 +170,27 @@ def _handle_signals(stop: asyncio.Event, consumer: WorkConsumer) -> list[signal.
     return handled
 
 
+async def _report(
+    settings: ExecutorSettings, publisher: Publisher, runner: Runner, consumer: WorkConsumer
+) -> None:
+    """Tell the matchers which scripts this executor runs, now and every report interval."""
+    started_at = _now()
+    while True:
+        report = ExecutorReport(
+            executor=settings.executor_id,
+            scripts=runner.scripts.names(),
+            concurrency=settings.concurrency,
+            busy=consumer.busy,
+            started_at=started_at,
+            at=_now(),
+        )
+        try:
+            await publisher.publish(publisher.topology.results_exchange, report.routing_key, report)
+        except Exception as exc:  # a report is advisory: the next one will do
+            log.warning("could not report the scripts: %s", exc)
+        await asyncio.sleep(settings.report_interval_s)
+
+
 async def serve(settings: ExecutorSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run an executor until `stop` is set (by default: until SIGTERM or SIGINT).
 
@@ -197,6 +223,7 @@ async def serve(settings: ExecutorSettings, *, stop: asyncio.Event | None = None
         await channel.set_qos(prefetch_count=settings.concurrency)
         queue: AbstractQueue = await channel.get_queue(topology.work_queue)
         tag = await queue.consume(consumer.on_message)
+        reporter = asyncio.create_task(_report(settings, publisher, runner, consumer))
         log.info(
             "executor %s consuming %s (concurrency %d); scripts in %s: %s",
             settings.executor_id,
@@ -206,6 +233,7 @@ async def serve(settings: ExecutorSettings, *, stop: asyncio.Event | None = None
             ", ".join(runner.scripts.names()) or "none",
         )
         await stop.wait()
+        reporter.cancel()
         consumer.stop_accepting()
         with suppress(Exception):  # the channel may be closed already; nothing more comes
             await queue.cancel(tag)

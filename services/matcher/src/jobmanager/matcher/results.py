@@ -1,7 +1,8 @@
 """The results consumer: record what executors report and move each run on.
 
 `run.started` marks the run running; `run.succeeded` / `run.failed` records the attempt,
-retries or ends the run, and schedules the lane's next run after the interval.
+retries or ends the run, and schedules the lane's next run after the interval;
+`executor.report` records an executor's scripts and load.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.broker import Publisher
-from jobmanager.core.messages import JobResult, RunStarted
+from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
-from jobmanager.store import ledger
+from jobmanager.store import executors, ledger
 from jobmanager.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,12 @@ class ResultsHandler:
         now = datetime.now(UTC)
         outbox: Outbox
         try:
-            if key == "run.started":
+            if key == ExecutorReport.routing_key:
+                report = ExecutorReport.model_validate_json(message.body)
+                async with self._engine.begin() as conn:
+                    await executors.record_report(conn, report)
+                outbox = Outbox()
+            elif key == "run.started":
                 started = RunStarted.model_validate_json(message.body)
                 async with self._engine.begin() as conn:
                     outbox = await ledger.record_started(conn, started, now=now)

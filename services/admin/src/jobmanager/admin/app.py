@@ -1,0 +1,91 @@
+"""The admin application: `create_app(settings)` wires state, routes and background tasks.
+
+Background tasks: connecting to the broker (the API serves reads without it), refreshing the
+metrics' table counts, and the periodic Auto Cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from jobmanager.admin import problems
+from jobmanager.admin.config import AdminSettings
+from jobmanager.admin.metrics import Metrics
+from jobmanager.admin.routes import finished, health, jobs, keys, overview, queue, settings
+from jobmanager.admin.state import Broker, Database
+from jobmanager.core.topology import Topology
+from jobmanager.store import cleanup
+
+log = logging.getLogger(__name__)
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None]], name: str) -> None:
+    while True:
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("%s failed (%s); trying again in %.0f s", name, exc, seconds)
+        await asyncio.sleep(seconds)
+
+
+def create_app(config: AdminSettings) -> FastAPI:
+    db = Database(config.database_url, pool_size=config.db_pool_size)
+    broker = Broker(config.amqp_url, Topology.from_settings(config))
+    metrics = Metrics()
+
+    async def clean() -> None:
+        async with db.begin() as conn:
+            report = await cleanup.cleanup_pass(conn, now=datetime.now(UTC))
+        if report and (report.executed or report.failed or report.events):
+            log.info(
+                "auto cleanup: %d executed, %d failed runs, %d events deleted",
+                report.executed,
+                report.failed,
+                report.events,
+            )
+
+    async def count() -> None:
+        metrics.update_counts(await overview.table_counts(db))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        broker.start()
+        tasks = [
+            asyncio.create_task(_every(config.cleanup_interval_s, clean, "auto cleanup")),
+            asyncio.create_task(_every(config.metrics_refresh_s, count, "metrics refresh")),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.close()
+            await db.engine.dispose()
+
+    app = FastAPI(
+        title="Job Manager",
+        summary="The Jobs, Queue, Executed Jobs and Failed Jobs tables over HTTP.",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served by a route that declares its (public) role
+    )
+    app.state.settings = config
+    app.state.db = db
+    app.state.broker = broker
+    app.state.metrics = metrics
+    app.state.metrics_refresh = count
+    problems.install(app)
+    metrics.install(app)
+    app.include_router(health.router)
+    for module in (jobs, queue, finished, settings, overview, keys):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,28 @@
+"""The admin service's settings (environment → one object built at start)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from jobmanager.core.config import DatabaseSettings
+
+
+class AdminSettings(DatabaseSettings):
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8080, ge=1, le=65535)
+    # Accepted as an admin API key when set (bootstrap); never logged.
+    admin_token: SecretStr | None = None
+    cleanup_interval_s: float = Field(default=60.0, gt=0)
+    metrics_refresh_s: float = Field(default=10.0, gt=0)
+    # Executors that reported within this window make up the catalogue of known scripts.
+    executor_report_window_s: float = Field(default=3600.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "must be at least 16 characters (generate one with `openssl rand -hex 24`)"
+            )
+        return value

@@ -1,0 +1,1 @@
+"""The admin API routes, one module per table or concern."""

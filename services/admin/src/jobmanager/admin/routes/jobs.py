@@ -1,0 +1,234 @@
+"""The Jobs page: CRUD with validation, and a dry run of a job against an event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, cast
+
+from fastapi import HTTPException, Query, Response
+from pydantic import ValidationError
+from sqlalchemy import Row, Table, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobmanager.admin.audit import audited
+from jobmanager.admin.auth import Principal, requires
+from jobmanager.admin.auth import router as auth_router
+from jobmanager.admin.queries import page_by_id, text_filter
+from jobmanager.admin.routes.common import API, Cursor, Limit, SmallId
+from jobmanager.admin.schemas import CheckOut, DryRunIn, DryRunOut, JobOut, JobPatch, Page
+from jobmanager.admin.state import DB, Pub, Settings
+from jobmanager.core.broker import Publisher
+from jobmanager.core.messages import Event
+from jobmanager.jobs.matching import explain
+from jobmanager.jobs.spec import JobSpec
+from jobmanager.jobs.templating import TemplateError, render_command, render_lane
+from jobmanager.store import jobs as job_store
+from jobmanager.store.models import Event as EventRow
+from jobmanager.store.models import Executor, Job
+
+router = auth_router(prefix=API, tags=["jobs"])
+jobs = cast(Table, Job.__table__)
+executors = cast(Table, Executor.__table__)
+events = cast(Table, EventRow.__table__)
+
+
+def job_out(row: Row[Any]) -> JobOut:
+    return JobOut(
+        **job_store.to_spec(row).model_dump(),
+        id=row.id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def known_scripts(conn: AsyncConnection, window_s: float) -> dict[str, list[str]]:
+    """Scripts the executors reported recently, each with the executors that have it."""
+    since = datetime.now(UTC) - timedelta(seconds=window_s)
+    rows = (
+        await conn.execute(
+            select(executors.c.id, executors.c.scripts).where(executors.c.last_seen_at >= since)
+        )
+    ).all()
+    catalogue: dict[str, list[str]] = {}
+    for row in rows:
+        for name in row.scripts:
+            catalogue.setdefault(str(name), []).append(row.id)
+    return catalogue
+
+
+async def _check_script(conn: AsyncConnection, script: str, window_s: float) -> None:
+    known = await known_scripts(conn, window_s)
+    if script in known:
+        return
+    listing = ", ".join(sorted(known)) or "none: no executor has reported its scripts lately"
+    raise HTTPException(422, f"script: unknown script {script!r}; known scripts: {listing}")
+
+
+async def _load(conn: AsyncConnection, job_id: SmallId) -> Row[Any]:
+    row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one_or_none()
+    if row is None:
+        raise HTTPException(404, f"job {job_id} does not exist")
+    return row
+
+
+async def _changed(publisher: Publisher) -> None:
+    await publisher.broadcast_change("jobs")
+
+
+@router.get("/jobs", response_model=Page[JobOut])
+async def list_jobs(
+    db: DB,
+    _: Annotated[Principal, requires("viewer")],
+    q: Annotated[
+        str | None, Query(max_length=200, description="text in name or description")
+    ] = None,
+    script: Annotated[str | None, Query(max_length=100)] = None,
+    enabled: bool | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[JobOut]:
+    """Registered jobs, newest first."""
+    query = select(jobs)
+    if (match := text_filter([jobs.c.name, jobs.c.description], q)) is not None:
+        query = query.where(match)
+    if script is not None:
+        query = query.where(jobs.c.script == script)
+    if enabled is not None:
+        query = query.where(jobs.c.enabled == enabled)
+    async with db.connect() as conn:
+        rows, next_cursor = await page_by_id(conn, query, jobs.c.id, limit=limit, cursor=cursor)
+    return Page(items=[job_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/jobs", response_model=JobOut, status_code=201)
+async def create_job(
+    spec: JobSpec,
+    db: DB,
+    publisher: Pub,
+    settings: Settings,
+    caller: Annotated[Principal, requires("admin")],
+) -> JobOut:
+    """Register a job. Unknown script: 422 listing the known ones; name taken: 409."""
+    async with audited(
+        db, caller, "jobs.create", f"job:{spec.name}", detail=spec.model_dump(mode="json")
+    ) as conn:
+        await _check_script(conn, spec.script, settings.executor_report_window_s)
+        exists = await conn.scalar(select(jobs.c.id).where(jobs.c.name == spec.name))
+        if exists is not None:
+            raise HTTPException(409, f"a job named {spec.name!r} exists already (id {exists})")
+        job_id, _ = await job_store.upsert(conn, spec)
+        row = await _load(conn, job_id)
+    await _changed(publisher)
+    return job_out(row)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+async def get_job(job_id: SmallId, db: DB, _: Annotated[Principal, requires("viewer")]) -> JobOut:
+    async with db.connect() as conn:
+        return job_out(await _load(conn, job_id))
+
+
+@router.patch("/jobs/{job_id}", response_model=JobOut)
+async def patch_job(
+    job_id: SmallId,
+    patch: JobPatch,
+    db: DB,
+    publisher: Pub,
+    settings: Settings,
+    caller: Annotated[Principal, requires("admin")],
+) -> JobOut:
+    """Change some fields of a job; the job as a whole is validated again."""
+    changes = patch.model_dump(exclude_unset=True, mode="json")
+    async with audited(db, caller, "jobs.update", f"job:{job_id}", detail=changes) as conn:
+        current = job_store.to_spec(await _load(conn, job_id)).model_dump(mode="json")
+        try:
+            spec = JobSpec.model_validate({**current, **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise HTTPException(422, f"{where}: {first['msg']}") from None
+        if "script" in changes:
+            await _check_script(conn, spec.script, settings.executor_report_window_s)
+        values = job_store.columns(spec)
+        try:
+            await conn.execute(
+                update(jobs).where(jobs.c.id == job_id).values(**values, updated_at=func.now())
+            )
+        except IntegrityError:
+            raise HTTPException(409, f"a job named {spec.name!r} exists already") from None
+        row = await _load(conn, job_id)
+    await _changed(publisher)
+    return job_out(row)
+
+
+@router.delete("/jobs/{job_id}", status_code=204)
+async def delete_job(
+    job_id: SmallId, db: DB, publisher: Pub, caller: Annotated[Principal, requires("admin")]
+) -> Response:
+    """Delete a job. Its runs keep their history (job name and script were snapshots)."""
+    async with audited(db, caller, "jobs.delete", f"job:{job_id}") as conn:
+        deleted = await conn.scalar(delete(jobs).where(jobs.c.id == job_id).returning(jobs.c.name))
+        if deleted is None:
+            raise HTTPException(404, f"job {job_id} does not exist")
+    await _changed(publisher)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/test", response_model=DryRunOut)
+async def test_job(
+    job_id: SmallId, body: DryRunIn, db: DB, _: Annotated[Principal, requires("viewer")]
+) -> DryRunOut:
+    """Dry-run a job's trigger and templates against an event given whole, by id, or the
+    latest recorded one; says which condition failed and what the command would be."""
+    async with db.connect() as conn:
+        spec = job_store.to_spec(await _load(conn, job_id))
+        document = await _event_document(conn, body)
+    explanation = explain(spec.trigger, document)
+    command = lane = error = None
+    try:
+        command = render_command(spec.command_template, document)
+        lane = render_lane(spec.lane, document)
+    except TemplateError as exc:
+        error = str(exc)
+    return DryRunOut(
+        matched=explanation.matched,
+        event_type_ok=explanation.event_type_ok,
+        event_type_reason=explanation.event_type_reason,
+        checks=[
+            CheckOut(
+                path=c.condition.path,
+                op=c.condition.op,
+                value=c.condition.value,
+                passed=c.passed,
+                reason=c.reason,
+            )
+            for c in explanation.checks
+        ],
+        command=command,
+        lane=lane,
+        error=error,
+        event=document,
+    )
+
+
+async def _event_document(conn: AsyncConnection, body: DryRunIn) -> dict[str, Any]:
+    if body.event is not None:
+        try:
+            return Event.model_validate(body.event).document()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise HTTPException(422, f"event.{where}: {first['msg']}") from None
+    query = select(events.c.payload).order_by(events.c.id.desc()).limit(1)
+    if body.event_id is not None:
+        query = query.where(events.c.event_id == body.event_id)
+    payload = await conn.scalar(query)
+    if payload is None:
+        raise HTTPException(
+            404,
+            "no such recorded event"
+            if body.event_id
+            else "no event has been recorded yet; give one in the body",
+        )
+    return dict(payload)

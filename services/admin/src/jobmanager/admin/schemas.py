@@ -1,0 +1,189 @@
+"""Request and response bodies of the admin API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobmanager.jobs.spec import JobSpec, Trigger
+
+T = TypeVar("T")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Out, Generic[T]):
+    """One page of a list, newest first; pass `next_cursor` as `cursor` for the next."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class RunOut(Out):
+    id: int
+    job: str
+    job_id: int | None
+    script: str
+    lane: str | None
+    command: str
+    state: Literal["queued", "dispatched", "running", "succeeded", "failed", "removed"]
+    attempt: int
+    max_attempts: int
+    enqueued_at: datetime
+    not_before: datetime | None
+    execute_now: bool
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    result: Literal[2, 3] | None
+    feedback: str
+    event_id: str | None
+    executor: str | None
+
+
+class AttemptOut(Out):
+    attempt: int
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    result: Literal[2, 3] | None
+    feedback: str
+    executor: str | None
+    output_tail: str
+
+
+class RunDetail(RunOut):
+    output_tail: str
+    attempts: list[AttemptOut]
+    event: dict[str, Any] | None
+
+
+class JobOut(JobSpec):
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobPatch(BaseModel):
+    """Fields to change; the rest stay as they are. The result is validated as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    trigger: Trigger | None = None
+    script: str | None = None
+    command_template: str | None = None
+    lane: str | None = Field(default=None, description="null in the body means no lane")
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    retry_backoff_s: float | None = None
+
+
+class DryRunIn(BaseModel):
+    """The event to test against: given whole, by its id, or (neither) the latest one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: dict[str, Any] | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class CheckOut(BaseModel):
+    path: str
+    op: str
+    value: Any = None
+    passed: bool
+    reason: str
+
+
+class DryRunOut(BaseModel):
+    matched: bool
+    event_type_ok: bool
+    event_type_reason: str
+    checks: list[CheckOut]
+    command: str | None
+    lane: str | None
+    error: str | None
+    event: dict[str, Any]
+
+
+class EventRun(Out):
+    id: int
+    job: str
+    state: str
+
+
+class EventOut(Out):
+    id: int
+    event_id: str
+    event_type: str
+    source: str
+    occurred_at: datetime | None
+    received_at: datetime
+    matched: int
+    data: dict[str, Any]
+    runs: list[EventRun]
+
+
+class AuditOut(Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["viewer", "operator", "admin"]
+
+
+class KeyOut(Out):
+    id: int
+    name: str
+    prefix: str
+    role: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="shown once; only its hash is stored")
+
+
+class ScriptOut(BaseModel):
+    name: str
+    executors: list[str]
+
+
+class ExecutorOut(Out):
+    id: str
+    scripts: list[str]
+    concurrency: int
+    busy: int
+    started_at: datetime | None
+    last_seen_at: datetime
+
+
+class StatsOut(BaseModel):
+    jobs: int
+    queue: int
+    executed: int
+    failed: int
+    lanes_busy: int
+    lanes_waiting: int
+    executors: int
+    dead_letters: int | None = Field(description="null when the broker is not reachable")

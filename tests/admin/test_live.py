@@ -1,0 +1,133 @@
+"""The admin service with its background work and with running matchers.
+
+* Auto Cleanup runs periodically in the admin service and applies the stored settings.
+* Job and settings changes reach every running matcher within a second (control broadcast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import TOKEN, Admin, admin_settings
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobmanager.admin.app import create_app
+from jobmanager.core.topology import Topology
+from jobmanager.store.models import Run
+
+API = "/api/v1"
+
+
+async def test_auto_cleanup_runs_periodically_with_the_stored_settings(
+    amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
+) -> None:
+    app = create_app(admin_settings(amqp_url, database_url, topology, cleanup_interval_s=0.2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://admin",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as client:
+            admin = Admin(app, client, engine, app.state.settings)
+            kept = [await admin.run_to_end(3) for _ in range(5)]
+            failed = await admin.run_to_end(2)
+            body = {
+                "enabled": True,
+                "method": "row_count",
+                "max_rows": 2,
+                "max_age_s": 0,
+                "cleanup_amount": 2,
+            }
+            assert (await client.put(f"{API}/executed/cleanup", json=body)).status_code == 200
+
+            async def executed_ids() -> list[int]:
+                async with engine.connect() as conn:
+                    return list(
+                        (
+                            await conn.scalars(
+                                select(Run.id).where(Run.state == "succeeded").order_by(Run.id)
+                            )
+                        ).all()
+                    )
+
+            deadline = time.monotonic() + 10
+            while len(await executed_ids()) > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            # 5 rows, limit 2, 2 per pass: 5 → 3 → 1; the newest row stays.
+            assert await executed_ids() == kept[-1:]
+            async with engine.connect() as conn:
+                assert await conn.scalar(select(func.count()).where(Run.id == failed)) == 1, (
+                    "Failed untouched"
+                )
+
+
+@pytest.fixture
+def matchers(
+    amqp_url: str, database_url: str, topology: Topology, tmp_path: Path
+) -> Iterator[list[Path]]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "JOBMANAGER_AMQP_URL": amqp_url,
+        "JOBMANAGER_DATABASE_URL": database_url,
+        "JOBMANAGER_NAMESPACE": topology.namespace,
+        "JOBMANAGER_EVENTS_EXCHANGE": topology.events_exchange,
+        # Only the broadcast may explain a reload within the test's time.
+        "JOBMANAGER_CATALOGUE_REFRESH_S": "3600",
+    }
+    logs = [tmp_path / f"matcher-{n}.log" for n in (1, 2)]
+    processes = []
+    for log in logs:
+        with log.open("wb") as out:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "jobmanager.matcher"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    try:
+        deadline = time.monotonic() + 30
+        while not all("consuming" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, "the matchers did not start"
+            time.sleep(0.1)
+        yield logs
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+
+
+async def _reloads(logs: list[Path], pattern: str, timeout: float) -> float:
+    """Seconds until every matcher's log shows a reload matching `pattern`."""
+    start = time.monotonic()
+    while not all(re.search(pattern, log.read_text()) for log in logs):
+        assert time.monotonic() - start < timeout, [log.read_text()[-500:] for log in logs]
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_changes_reach_every_running_matcher_within_a_second(
+    admin: Admin, matchers: list[Path]
+) -> None:
+    await admin.report_executor(["noop"])
+    job = {"name": "broadcast", "trigger": {"event_type": "x.y"}, "script": "noop"}
+    assert (await admin.client.post(f"{API}/jobs", json=job)).status_code == 201
+    assert await _reloads(matchers, r"catalogue loaded: 1 enabled job", 1.0) < 1.0
+    put = await admin.client.put(f"{API}/settings/queue", json={"interval_s": 7.5})
+    assert put.status_code == 200
+    assert await _reloads(matchers, r"interval 7\.500 s", 1.0) < 1.0
