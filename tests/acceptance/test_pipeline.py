@@ -11,7 +11,8 @@ import os
 from datetime import timedelta
 from itertools import pairwise
 
-from conftest import Stack, wait_for
+import httpx
+from stack import Stack, wait_for
 
 from jobmanager.core.messages import JobResult
 
@@ -239,3 +240,32 @@ async def test_bad_input_is_parked_with_its_reason_and_consuming_goes_on(stack: 
     for _, reason in bad:  # handled concurrently: parked in any order
         assert any(reason in parked for parked in reasons), f"no {reason!r} in {reasons}"
     assert stack.processes["matcher"].poll() is None
+
+
+async def test_matcher_and_executors_serve_their_metrics(stack: Stack) -> None:
+    job = stack.job(script="refuse", lane=None)
+    await stack.add(job)
+    await stack.publish(job)
+    await stack.ended(job, 1)
+    async with httpx.AsyncClient() as client:
+        matcher = (await client.get(f"http://127.0.0.1:{stack.metrics['matcher']}/metrics")).text
+        executors = [
+            (await client.get(f"http://127.0.0.1:{stack.metrics[name]}/metrics")).text
+            for name in ("executor-1", "executor-2")
+        ]
+    for family in (
+        'jobmanager_events_total{outcome="received"}',
+        'jobmanager_events_total{outcome="parked"}',
+        "jobmanager_runs_total{",
+        "jobmanager_run_duration_seconds_bucket",
+        "jobmanager_dispatch_lag_seconds_bucket",
+        "jobmanager_lane_backlog",
+        "jobmanager_redeliveries_total",
+    ):
+        assert family in matcher or family.split("{")[0] + " " in matcher, family
+    assert 'jobmanager_events_total{outcome="matched"}' in matcher
+    assert f'job_name="{job.name}"' in matcher
+    for text in executors:
+        assert "jobmanager_executor_slots 2.0" in text
+        assert "jobmanager_executor_busy_slots" in text
+    assert any('jobmanager_script_failures_total{script="refuse"} ' in t for t in executors)

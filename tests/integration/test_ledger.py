@@ -319,3 +319,78 @@ async def test_a_new_interval_applies_to_the_next_dispatch(engine: AsyncEngine) 
     assert (again.run_id, again.not_before) == (waiting.run_id, at(3))
     assert isinstance(await gate(engine, waiting, at(61)), Stale), "the old schedule is void"
     await dispatch(engine, again, at(3))
+
+
+async def test_a_lost_request_fails_its_run_for_good_and_the_lane_moves_on(
+    engine: AsyncEngine,
+) -> None:
+    out = await enqueue(engine, plan(max_attempts=3), plan())
+    assert out is not None
+    sent = await dispatch(engine, out.requests[0], T0)
+    lost = await tx(
+        engine, lambda c: ledger.fail_lost(c, sent, deliveries=6, interval_s=0, now=at(5))
+    )
+    assert [n.state for n in lost.notices] == ["failed"], "no retry for a poison request"
+    assert [r.run_id for r in lost.requests] == [sent.run_id + 1]
+    row = await run_row(engine, sent.run_id)
+    assert row.state == "failed" and "6 times" in row.feedback
+    again = await tx(
+        engine, lambda c: ledger.fail_lost(c, sent, deliveries=6, interval_s=0, now=at(6))
+    )
+    assert again.notices == [] and again.requests == []
+
+
+async def test_the_reaper_fails_lost_attempts_and_resends_lost_dispatches(
+    engine: AsyncEngine,
+) -> None:
+    out = await enqueue(
+        engine, plan(lane="a", timeout_s=10, max_attempts=2), plan(lane="b", timeout_s=10)
+    )
+    assert out is not None
+    running, dispatched = [await dispatch(engine, r, T0) for r in out.requests]
+    started = RunStarted(run_id=running.run_id, attempt=1, executor="x9", started_at=at(1))
+    await tx(engine, lambda c: ledger.record_started(c, started, now=at(1)))
+
+    async def reap(now: datetime, idle: bool) -> tuple[Outbox, list[JobRequest]]:
+        return await tx(
+            engine,
+            lambda c: ledger.reap(
+                c,
+                now=now,
+                interval_s=0,
+                running_grace_s=60,
+                dispatch_grace_s=60,
+                work_queue_idle=idle,
+            ),
+        )
+
+    early, resend = await reap(at(30), True)
+    assert early.notices == [] and resend == [], "within the timeout and the grace"
+    busy, resend = await reap(at(80), False)
+    assert [n.state for n in busy.notices] == ["queued"], "lost attempt 1 is retried"
+    assert resend == [], "the work queue is not idle: the request may just be waiting"
+    row = await run_row(engine, running.run_id)
+    assert row.attempt == 2 and "executor lost" in row.feedback and "x9" in row.feedback
+    _, resend = await reap(at(80), True)
+    assert [(r.run_id, r.attempt, r.token) for r in resend] == [
+        (dispatched.run_id, dispatched.attempt, dispatched.token)
+    ]
+    assert resend[0].event is not None
+
+
+async def test_resend_heads_gives_the_current_requests(engine: AsyncEngine) -> None:
+    out = await enqueue(engine, plan(lane="a"), plan(lane="a"), plan(lane=None))
+    assert out is not None
+    by_lane = {r.lane: r for r in out.requests}
+    again = await tx(
+        engine,
+        lambda c: ledger.resend_heads(
+            c, [r.run_id for r in out.requests] + [by_lane["a"].run_id + 1], now=at(1)
+        ),
+    )
+    assert sorted((r.run_id, r.token) for r in again.requests) == sorted(
+        (r.run_id, r.token) for r in out.requests
+    )
+    sent = await dispatch(engine, by_lane[None], T0)
+    after = await tx(engine, lambda c: ledger.resend_heads(c, [sent.run_id], now=at(1)))
+    assert after.requests == [], "a dispatched run is not re-sent"

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import signal
 import sys
 from dataclasses import dataclass, field
 from typing import IO
 
+from jobmanager.core.runtime import die_with_parent
+
 log = logging.getLogger("jobmanager.up")
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the supervisor dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -66,7 +56,7 @@ class Services:
             stdout=self.output or None,
             stderr=self.output or None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         log.info("started %s (pid %d)", child.name, child.process.pid)
         return child.process

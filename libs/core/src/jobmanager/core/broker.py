@@ -84,9 +84,11 @@ class Publisher:
         self._exchanges: dict[str, AbstractExchange] = {}
 
     @classmethod
-    async def open(cls, connection: AbstractRobustConnection, topology: Topology) -> Publisher:
+    async def open(
+        cls, connection: AbstractRobustConnection, topology: Topology, *, retry_s: float = 30.0
+    ) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return cls(channel, topology)
+        return cls(channel, topology, retry_s=retry_s)
 
     async def _exchange(self, name: str) -> AbstractExchange:
         if name == "":

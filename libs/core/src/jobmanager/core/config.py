@@ -22,13 +22,37 @@ class ServiceSettings(BaseSettings):
         env_prefix="JOBMANAGER_", env_file=".env", extra="ignore", frozen=True
     )
 
-    amqp_url: str = "amqp://guest:guest@localhost:5672/"
-    namespace: str = "jobmanager"
-    events_exchange: str = "channel-manager.events"
-    events_binding: str = "#"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    amqp_url: str = Field(
+        default="amqp://guest:guest@localhost:5672/",
+        description="The RabbitMQ broker (`amqp://` or `amqps://`, with user, password, vhost).",
+    )
+    namespace: str = Field(
+        default="jobmanager",
+        description="Prefix of our exchanges and queues, so that installations share a broker.",
+    )
+    events_exchange: str = Field(
+        default="channel-manager.events",
+        description="The Channel Manager's topic exchange (not prefixed; declared if missing).",
+    )
+    events_binding: str = Field(
+        default="#",
+        description="Routing-key pattern binding the events queue to the events exchange.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level (case-insensitive)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` for people, `json` for log pipelines (one object per line, with "
+        "`run_id` and `event_id` where a line concerns a run or an event).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="When set, the matcher and executors serve Prometheus metrics on this port "
+        "(`/metrics`); the admin always serves them on its own port.",
+    )
 
     @field_validator("amqp_url")
     @classmethod
@@ -53,7 +77,10 @@ class ServiceSettings(BaseSettings):
 class DatabaseSettings(ServiceSettings):
     """Settings of the services that use Postgres (matcher, admin, CLI)."""
 
-    database_url: str = "postgresql://postgres@localhost:5432/jobmanager"
+    database_url: str = Field(
+        default="postgresql://postgres@localhost:5432/jobmanager",
+        description="The Postgres database (a plain `postgresql://` URL; the driver is ours).",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -22,6 +22,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from aiormq.exceptions import AMQPConnectionError
 
 from jobmanager.core.broker import Publisher
+from jobmanager.core.metrics import REDELIVERIES
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ class Consumer:
     ) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        self._queue = await channel.get_queue(queue_name, ensure=False)
+        # A passive declare, not get_queue(ensure=False): only queues declared through the
+        # robust channel get their consumers back after the broker restarts.
+        self._queue = await channel.get_queue(queue_name, ensure=True)
         self._tag = await self._queue.consume(self._on_message)
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -89,19 +92,23 @@ class Consumer:
                 self._in_flight.discard(task)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        if message.redelivered:
+            REDELIVERIES.labels(self.name).inc()
         backoff = 0.05
         while True:
             try:
                 await self._handler(message)
                 return
-            except (ChannelInvalidStateError, ConnectionError, AMQPConnectionError) as exc:
-                log.warning(
-                    "%s: broker connection lost (%s); the message will be redelivered",
-                    self.name,
-                    exc,
-                )
+            except (ChannelInvalidStateError, AMQPConnectionError) as exc:
+                self._lost(exc)
                 return
             except Exception as exc:
+                # A refused or reset socket is the database's when the handler says it is
+                # worth waiting out; left alone, the message would stay unacked on a live
+                # channel for ever and, prefetch by prefetch, stop the consumer.
+                if isinstance(exc, ConnectionError) and not self._transient(exc):
+                    self._lost(exc)
+                    return
                 if not (self._transient(exc) or isinstance(exc, AMQPError)):
                     log.exception("%s: unexpected error; parking the message", self.name)
                     await self._publisher.park(message, f"internal error: {exc!r}"[:500])
@@ -118,6 +125,11 @@ class Consumer:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning(
+            "%s: broker connection lost (%s); the message will be redelivered", self.name, exc
+        )
 
     async def _abandon(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -48,6 +48,12 @@ class Topology:
         return self._name("work")
 
     @property
+    def lost_queue(self) -> str:
+        """Job requests the broker gave up on (their executor died too often): the matcher
+        ends their runs as Failed."""
+        return self._name("work.lost")
+
+    @property
     def results_exchange(self) -> str:
         return self._name("results")
 
@@ -107,10 +113,16 @@ class Topology:
         due_q = await channel.declare_queue(
             self.due_queue, durable=True, arguments=self._consumed()
         )
+        await channel.declare_queue(self.lost_queue, durable=True, arguments=self._consumed())
+        # A request whose executor dies again and again (a script that kills it) is handed out
+        # at most WORK_DELIVERY_LIMIT + 1 times, then dead-lettered to the lost queue.
         await channel.declare_queue(
             self.work_queue,
             durable=True,
-            arguments=self._consumed(**{"x-delivery-limit": WORK_DELIVERY_LIMIT}),
+            arguments={
+                **self._consumed(**{"x-delivery-limit": WORK_DELIVERY_LIMIT}),
+                "x-dead-letter-routing-key": self.lost_queue,
+            },
         )
         results_x = await channel.declare_exchange(
             self.results_exchange, durable.TOPIC, durable=True
@@ -156,6 +168,7 @@ class Topology:
             self.events_queue,
             self.due_queue,
             self.work_queue,
+            self.lost_queue,
             self.results_queue,
             self.dead_queue,
             *(self.delay_queue(lv) for lv in delays.LEVELS),

@@ -33,14 +33,23 @@ def plain_url(url: str) -> str:
     return "postgresql://" + url.split("://", 1)[1]
 
 
-def create_engine(url: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    connect_timeout: float = 10.0,
+    command_timeout: float | None = 60.0,
+) -> AsyncEngine:
+    """An engine for our driver. `command_timeout` bounds every statement, so that a database
+    that stops answering mid-connection gives an error (waited out or answered 503) instead
+    of a request or a consumer hanging for ever."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=connect_timeout,
-        connect_args={"timeout": connect_timeout},
+        connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )
 
 
@@ -54,9 +63,14 @@ def database_name(url: str) -> str:
 
 
 async def check(url: str, *, timeout: float = 5.0) -> None:
-    """Raise DatabaseUnavailable with one clear line if the server does not answer."""
+    """Raise DatabaseUnavailable with one clear line if the server does not answer.
+
+    A database that does not exist yet still means the server answers (`migrate` creates it).
+    """
     try:
-        conn = await asyncpg.connect(with_database(url, "postgres"), timeout=timeout)
+        conn = await asyncpg.connect(plain_url(url), timeout=timeout)
+    except asyncpg.InvalidCatalogNameError:
+        return
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailable(
             f"PostgreSQL is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "
@@ -66,14 +80,20 @@ async def check(url: str, *, timeout: float = 5.0) -> None:
 
 
 async def create_database_if_missing(url: str) -> bool:
-    """Create the URL's database if it does not exist; True if it was created."""
+    """Create the URL's database if it does not exist; True if it was created.
+
+    Only a missing database makes us connect to the `postgres` maintenance database (which
+    a managed Postgres may not let us use) to create it.
+    """
     await check(url)
+    try:
+        await (await asyncpg.connect(plain_url(url))).close()
+        return False
+    except asyncpg.InvalidCatalogNameError:
+        pass
     name = database_name(url)
     conn = await asyncpg.connect(with_database(url, "postgres"))
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if exists:
-            return False
         quoted = '"' + name.replace('"', '""') + '"'
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")

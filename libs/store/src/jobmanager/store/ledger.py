@@ -253,12 +253,18 @@ async def record_started(conn: AsyncConnection, started: RunStarted, *, now: dat
 
 
 async def record_result(
-    conn: AsyncConnection, result: JobResult, *, interval_s: float, now: datetime
+    conn: AsyncConnection,
+    result: JobResult,
+    *,
+    interval_s: float,
+    now: datetime,
+    may_retry: bool = True,
 ) -> Outbox:
     """Record an attempt's result, then retry the run or end it and advance its lane.
 
     A result for an attempt that is not the run's active one (a duplicate, or one that
-    arrives after an operator moved on) changes nothing.
+    arrives after an operator moved on) changes nothing. `may_retry=False` ends a failed
+    run even if it has attempts left (a request the broker gave up on).
     """
     exists, lane_name = await lanes.lane_of(conn, result.run_id)
     if not exists:
@@ -283,7 +289,7 @@ async def record_result(
             **outcome,
         )
     )
-    retry = result.result == 2 and run.attempt < run.max_attempts
+    retry = may_retry and result.result == 2 and run.attempt < run.max_attempts
     common = {"started_at": func.coalesce(runs.c.started_at, result.started_at), **outcome}
     if retry:
         # The run stays its lane's head and waits for the backoff (and the interval).
@@ -382,6 +388,160 @@ def _cannot(action: str, run: Row[Any]) -> str:
             "it will end in Executed or Failed"
         )
     return f"run {run.id} is {run.state}, not queued, and cannot be {action}"
+
+
+def _lost(run: Row[Any], feedback: str, now: datetime) -> JobResult:
+    """The result recorded for an attempt whose executor never reported one."""
+    return JobResult(
+        run_id=run.id,
+        attempt=run.attempt,
+        result=2,
+        status="failed",
+        feedback=feedback,
+        started_at=run.started_at or run.dispatched_at or now,
+        finished_at=now,
+        executor=run.executor or "unknown",
+    )
+
+
+async def fail_lost(
+    conn: AsyncConnection,
+    request: JobRequest,
+    *,
+    deliveries: int,
+    interval_s: float,
+    now: datetime,
+) -> Outbox:
+    """End a run whose request the broker gave up on: its executor died every time it ran
+    it (a script that kills its executor, say). It fails for good, with that as Feedback."""
+    run = (await conn.execute(select(runs).where(runs.c.id == request.run_id))).one_or_none()
+    if run is None or run.attempt != request.attempt or run.state not in ACTIVE_STATES:
+        return Outbox()
+    feedback = (
+        f"executor lost: the request was handed to executors {deliveries} times and each "
+        "died before reporting a result (a script that crashes or kills its executor?); "
+        "not retried"
+    )
+    return await record_result(
+        conn, _lost(run, feedback, now), interval_s=interval_s, now=now, may_retry=False
+    )
+
+
+async def reap(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    interval_s: float,
+    running_grace_s: float,
+    dispatch_grace_s: float,
+    work_queue_idle: bool,
+    limit: int = 200,
+) -> tuple[Outbox, list[JobRequest]]:
+    """Runs that would otherwise stay dispatched or running for ever.
+
+    * Running longer than its timeout plus `running_grace_s`: its executor would have killed
+      the script and reported by then, and a dead executor's request would have been handed
+      on by the broker; so the executor is lost without the broker noticing. The attempt
+      fails ("executor lost") and the usual retry rules apply.
+    * Dispatched for longer than `dispatch_grace_s` without starting while the work queue is
+      idle: the request to the executors was lost (the gate died between its commit and its
+      publish). Returned, with the event, to be published to the work queue again.
+    """
+    outbox = Outbox()
+    deadline = runs.c.started_at + func.make_interval(0, 0, 0, 0, 0, 0, runs.c.timeout_s)
+    stuck = (
+        (
+            await conn.execute(
+                select(runs.c.id)
+                .where(
+                    runs.c.state == "running",
+                    deadline < now - timedelta(seconds=running_grace_s),
+                )
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for run_id in stuck:
+        run = (await conn.execute(select(runs).where(runs.c.id == run_id))).one()
+        feedback = (
+            f"executor lost: no result {run.timeout_s:g} s (the timeout) + "
+            f"{running_grace_s:g} s after the script started on {run.executor}"
+        )
+        outbox.extend(
+            await record_result(conn, _lost(run, feedback, now), interval_s=interval_s, now=now)
+        )
+    resend: list[JobRequest] = []
+    if work_queue_idle:
+        lost = (
+            await conn.execute(
+                select(runs)
+                .where(
+                    runs.c.state == "dispatched",
+                    runs.c.dispatched_at < now - timedelta(seconds=dispatch_grace_s),
+                )
+                .limit(limit)
+            )
+        ).all()
+        for run in lost:
+            payload = None
+            if run.event_pk is not None:
+                payload = await conn.scalar(
+                    select(EventRow.payload).where(EventRow.id == run.event_pk)
+                )
+            resend.append(lanes.request_for(run, now).model_copy(update={"event": payload}))
+    return outbox, resend
+
+
+async def resend_heads(conn: AsyncConnection, run_ids: list[int], *, now: datetime) -> Outbox:
+    """The current requests of the lanes these runs belong to, for a redelivered input whose
+    work was committed but whose publishes may have been lost. Re-sending is harmless: the
+    gate accepts a run's current token once."""
+    outbox = Outbox()
+    if not run_ids:
+        return outbox
+    rows = (await conn.execute(select(runs.c.id, runs.c.lane).where(runs.c.id.in_(run_ids)))).all()
+    heads = {r.id for r in rows if r.lane is None}
+    named = sorted({r.lane for r in rows if r.lane is not None})
+    if named:
+        heads |= set(
+            (
+                await conn.execute(
+                    select(lane_rows.c.head_run_id).where(
+                        lane_rows.c.name.in_(named), lane_rows.c.head_run_id.is_not(None)
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    if heads:
+        pending = (
+            await conn.execute(select(runs).where(runs.c.id.in_(heads), runs.c.state == "queued"))
+        ).all()
+        outbox.requests += [lanes.request_for(run, now) for run in pending]
+    return outbox
+
+
+async def runs_of_event(conn: AsyncConnection, event: Event) -> list[int]:
+    """The runs an already recorded event caused."""
+    return list(
+        (
+            await conn.execute(
+                select(runs.c.id)
+                .select_from(runs.join(EventRow, EventRow.id == runs.c.event_pk))
+                .where(EventRow.source == event.source, EventRow.event_id == event.event_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def queued_count(conn: AsyncConnection) -> int:
+    """Runs waiting in the queue (the lane backlog)."""
+    return int(await conn.scalar(select(func.count()).where(runs.c.state == "queued")) or 0)
 
 
 async def apply_interval(conn: AsyncConnection, *, interval_s: float, now: datetime) -> Outbox:

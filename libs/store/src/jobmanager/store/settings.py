@@ -6,9 +6,9 @@ an `apply` file.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,6 +18,19 @@ from jobmanager.store.models import Setting
 DAY = 86400.0
 
 
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not true or false")
+    return value
+
+
+# `false` is not a number of seconds nor a count, and "1" is not true: what JSON Schema says
+# of these types, and what the API documents.
+Seconds = Annotated[float, Strict(), Field(ge=0, le=100 * 365 * 86400)]
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+Flag = Annotated[bool, Strict()]
+
+
 class SettingsModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -25,23 +38,23 @@ class SettingsModel(BaseModel):
 class QueueSettings(SettingsModel):
     """ "Time between the execution of two jobs" of one lane, in seconds."""
 
-    interval_s: float = Field(default=0.0, ge=0, le=DAY)
+    interval_s: Annotated[float, Strict(), Field(ge=0, le=DAY)] = 0.0
 
 
 class CleanupSettings(SettingsModel):
     """Auto Cleanup of the Executed or Failed table, as in the original's pop-up."""
 
-    enabled: bool = False
+    enabled: Flag = False
     method: Literal["row_count", "row_age", "both"] = "row_count"
-    max_rows: int = Field(default=10000, ge=0)
-    max_age_s: float = Field(default=30 * DAY, ge=0)
-    cleanup_amount: int = Field(default=1000, ge=1, le=100000)
+    max_rows: Count = Field(default=10000, ge=0)
+    max_age_s: Seconds = 30 * DAY
+    cleanup_amount: Count = Field(default=1000, ge=1, le=100000)
 
 
 class RetentionSettings(SettingsModel):
     """How long received events are kept."""
 
-    events_s: float = Field(default=7 * DAY, ge=0)
+    events_s: Seconds = 7 * DAY
 
 
 KEYS: dict[str, type[SettingsModel]] = {

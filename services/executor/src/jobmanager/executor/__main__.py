@@ -14,10 +14,9 @@ import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 
-from pydantic import ValidationError
-
 from jobmanager.core.broker import BrokerUnavailable
 from jobmanager.core.logs import configure
+from jobmanager.core.runtime import load_settings
 from jobmanager.executor.config import ExecutorSettings
 from jobmanager.executor.service import ExecutorConfigError, serve
 
@@ -51,17 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = (
-            ExecutorSettings(concurrency=args.concurrency)
-            if args.concurrency is not None
-            else ExecutorSettings()
+        settings = load_settings(
+            lambda: (
+                ExecutorSettings(concurrency=args.concurrency)
+                if args.concurrency is not None
+                else ExecutorSettings()
+            ),
+            "executor",
         )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"error: invalid executor configuration: {problems}", file=sys.stderr)
-        return 1
+    except SystemExit as exc:
+        return int(exc.code or 1)
     configure(settings.log_level, settings.log_format, service="executor")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 
+from jobmanager.core.runtime import die_with_parent
+
 STREAM_LIMIT = 64 * 1024
 
 
@@ -76,5 +78,8 @@ async def spawn(program: str | Path, *args: str, env: Mapping[str, str], cwd: Pa
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
+        # A script must not outlive its executor (kill -9 included): the broker hands the
+        # request to another executor, and two copies must not run at once.
+        preexec_fn=die_with_parent(signal.SIGKILL),
     )
     return Child(asyncio.subprocess.Process(transport, protocol, loop), protocol.exited)

@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
+from jobmanager.core import metrics
 from jobmanager.core.broker import Publisher, connect
 from jobmanager.core.messages import ExecutorReport, JobRequest, JobResult, RunStarted
 from jobmanager.core.topology import Topology
 from jobmanager.executor.config import ExecutorSettings
+from jobmanager.executor.metrics import BUSY_SLOTS, SCRIPT_FAILURES, SLOTS
 from jobmanager.executor.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,14 @@ class WorkConsumer:
             request.script,
             extra=extra,
         )
-        outcome = await self.runner.run(request)
+        BUSY_SLOTS.inc()
+        try:
+            outcome = await self.runner.run(request)
+        finally:
+            BUSY_SLOTS.dec()
         succeeded = outcome.succeeded
+        if not succeeded:
+            SCRIPT_FAILURES.labels(request.script).inc()
         result = JobResult(
             run_id=request.run_id,
             attempt=request.attempt,
@@ -205,6 +213,8 @@ async def serve(settings: ExecutorSettings, *, stop: asyncio.Event | None = None
         )
     topology = Topology.from_settings(settings)
     runner = Runner(settings)
+    metrics.serve(settings.metrics_port)
+    SLOTS.set(settings.concurrency)
     connection = await connect(
         settings.amqp_url, name=f"jobmanager-executor {settings.executor_id}"
     )

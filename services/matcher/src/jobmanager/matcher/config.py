@@ -17,4 +17,9 @@ class MatcherSettings(DatabaseSettings):
     catalogue_refresh_s: float = Field(default=30.0, gt=0)
     lane_check_s: float = Field(default=10.0, gt=0)
     lane_grace_s: float = Field(default=30.0, gt=0)
+    # A running run's executor is presumed lost this long after its timeout.
+    running_grace_s: float = Field(default=60.0, gt=0)
+    # A dispatched run that has not started this long, with the work queue idle, lost its
+    # request on the way to the executors.
+    dispatch_grace_s: float = Field(default=60.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)

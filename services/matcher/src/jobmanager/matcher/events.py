@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.matcher.metrics import EVENTS, count_notices
 from jobmanager.store import ledger
 
 log = logging.getLogger(__name__)
@@ -28,19 +29,28 @@ class BadEvent(ValueError):
     """Why a message is not an event we can accept."""
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a JSON value, iteratively (no recursion to blow)."""
-    deepest, stack = 0, [(value, 1)]
+def _problem(document: Any, max_depth: int) -> str | None:
+    """What makes a parsed JSON document unstorable, walking it iteratively (no recursion to
+    blow): nesting beyond `max_depth`, or a string Postgres cannot hold (a NUL character, an
+    unpaired surrogate)."""
+    stack = [(document, 1)]
     while stack:
         item, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > limit:
-            break
+        if level > max_depth:
+            return f"nested deeper than {max_depth} levels"
         if isinstance(item, dict):
+            stack.extend((k, level) for k in item)
             stack.extend((v, level + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
-    return deepest
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a string contains a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string is not valid Unicode (an unpaired surrogate)"
+    return None
 
 
 def parse_event(
@@ -59,9 +69,9 @@ def parse_event(
     except ValueError as exc:  # also invalid UTF-8
         raise BadEvent(f"not JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise BadEvent(f"not a JSON object but a {type(document).__name__}")
-    if _depth(document, max_depth) > max_depth:
-        raise BadEvent(f"nested deeper than {max_depth} levels")
+        raise BadEvent(f"not a JSON object but {_json_kind(document)}")
+    if (problem := _problem(document, max_depth)) is not None:
+        raise BadEvent(problem)
     if document.get("event_id") in (None, "") and message_id:
         document["event_id"] = message_id
     if document.get("event_type") in (None, "") and routing_key:
@@ -92,6 +102,7 @@ class EventsHandler:
         self._max_depth = max_depth
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
+        EVENTS.labels("received").inc()
         try:
             event = parse_event(
                 message.body,
@@ -101,6 +112,7 @@ class EventsHandler:
                 max_depth=self._max_depth,
             )
         except BadEvent as exc:
+            EVENTS.labels("parked").inc()
             await self._publisher.park(message, str(exc))
             return
         catalogue = self._catalogue()
@@ -111,6 +123,7 @@ class EventsHandler:
                 conn, event=event, planned=planned, interval_s=catalogue.interval_s, now=now
             )
         if outbox is None:
+            EVENTS.labels("duplicate").inc()
             log.info(
                 "duplicate event %s/%s ignored",
                 event.source,
@@ -119,6 +132,9 @@ class EventsHandler:
             )
         else:
             await outbox.publish(self._publisher, now=now)
+            count_notices(outbox.notices)
+            if planned:
+                EVENTS.labels("matched").inc()
             log.debug(
                 "event %s matched %d job(s)",
                 event.event_id,
@@ -126,3 +142,16 @@ class EventsHandler:
                 extra={"event_id": event.event_id},
             )
         await message.ack()
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON document is, in JSON's words (for the parking reason)."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"

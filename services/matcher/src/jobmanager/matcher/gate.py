@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
+from jobmanager.matcher.metrics import DISPATCH_LAG
 from jobmanager.store import ledger
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class GateHandler:
                     request.model_copy(update={"not_before": decision.until}), now
                 )
             elif isinstance(decision, ledger.Dispatch):
+                DISPATCH_LAG.observe(max(0.0, (now - request.not_before).total_seconds()))
                 await self._publisher.publish(
                     "", self._publisher.topology.work_queue, decision.request
                 )

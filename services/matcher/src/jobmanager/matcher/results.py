@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.matcher.metrics import RUN_SECONDS, count_notices
 from jobmanager.store import executors, ledger
 from jobmanager.store.outbox import Outbox
 
@@ -51,6 +52,14 @@ class ResultsHandler:
                 interval = self._catalogue().interval_s
                 async with self._engine.begin() as conn:
                     outbox = await ledger.record_result(conn, result, interval_s=interval, now=now)
+                    if not outbox.notices and message.redelivered:
+                        # Recorded by an earlier delivery that may have died before
+                        # publishing the lane's next request.
+                        outbox = await ledger.resend_heads(conn, [result.run_id], now=now)
+                if outbox.notices:
+                    RUN_SECONDS.labels(outbox.notices[0].job).observe(
+                        (result.finished_at - result.started_at).total_seconds()
+                    )
                 log.debug(
                     "run %d attempt %d: %s",
                     result.run_id,
@@ -65,4 +74,5 @@ class ResultsHandler:
             await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
             return
         await outbox.publish(self._publisher, now=now)
+        count_notices(outbox.notices)
         await message.ack()

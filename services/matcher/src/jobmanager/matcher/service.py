@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.core import metrics
 from jobmanager.core.broker import Publisher, connect
 from jobmanager.core.consumer import Consumer
 from jobmanager.core.topology import Topology
@@ -24,7 +24,8 @@ from jobmanager.matcher.config import MatcherSettings
 from jobmanager.matcher.events import EventsHandler
 from jobmanager.matcher.gate import GateHandler
 from jobmanager.matcher.results import ResultsHandler
-from jobmanager.store import db, ledger
+from jobmanager.matcher.upkeep import Upkeep
+from jobmanager.store import db
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ async def serve(settings: MatcherSettings, *, stop: asyncio.Event | None = None)
     stop = stop or asyncio.Event()
     topology = Topology.from_settings(settings)
     await db.check(settings.database_url)
+    metrics.serve(settings.metrics_port)
     engine = db.create_engine(settings.database_url, pool_size=settings.db_pool_size)
     connection = await connect(settings.amqp_url, name="jobmanager-matcher")
     try:
@@ -117,15 +119,8 @@ async def _run(
         ),
     ]
 
-    async def check_lanes() -> None:
-        now = datetime.now(UTC)
-        async with engine.begin() as conn:
-            outbox = await ledger.check_lanes(
-                conn, interval_s=holder.current.interval_s, now=now, grace_s=settings.lane_grace_s
-            )
-        if outbox.requests:
-            log.warning("lane check: rescheduled %d stalled run(s)", len(outbox.requests))
-        await outbox.publish(publisher, now=now)
+    upkeep = Upkeep(settings, engine, connection, publisher, holder)
+    consumers.append((consumer("lost", upkeep.on_lost), topology.lost_queue, settings.prefetch))
 
     control_channel = await connection.channel()
     control_queue = await control_channel.declare_queue(exclusive=True, auto_delete=True)
@@ -140,7 +135,7 @@ async def _run(
         await c.start(connection, queue, prefetch=prefetch)
     tasks = [
         asyncio.create_task(_every(settings.catalogue_refresh_s, holder.reload, "reload")),
-        asyncio.create_task(_every(settings.lane_check_s, check_lanes, "lane check")),
+        asyncio.create_task(_every(settings.lane_check_s, upkeep.run_once, "upkeep")),
     ]
     log.info("matcher consuming in namespace %r", topology.namespace)
     await stop.wait()

@@ -1,0 +1,28 @@
+"""The matcher's Prometheus metrics (served on JOBMANAGER_METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from jobmanager.core.messages import RunNotice
+
+EVENTS = Counter("jobmanager_events", "Events by outcome", ["outcome"])
+# `job_name`, not `job`: Prometheus keeps `job` for the scrape job.
+RUNS = Counter("jobmanager_runs", "Run state changes", ["state", "job_name"])
+RUN_SECONDS = Histogram(
+    "jobmanager_run_duration_seconds",
+    "Duration of finished attempts",
+    ["job_name"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+DISPATCH_LAG = Histogram(
+    "jobmanager_dispatch_lag_seconds",
+    "How late the gate dispatches a run after its due time",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+)
+LANE_BACKLOG = Gauge("jobmanager_lane_backlog", "Runs waiting in the queue")
+
+
+def count_notices(notices: list[RunNotice]) -> None:
+    for notice in notices:
+        RUNS.labels(notice.state, notice.job).inc()
