@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from conftest import Admin
+from admin_kit import Admin
 from sqlalchemy import func, select
 
 from jobmanager.store.models import AuditEntry, Job
@@ -317,7 +317,7 @@ async def test_invalid_input_is_422_never_500(admin: Admin) -> None:
         ("POST", f"{API}/keys", b'{"name": "x", "role": "root"}'),
         ("GET", f"{API}/queue?state=exploded", None),
         ("GET", f"{API}/queue?since=yesterday", None),
-        ("GET", f"{API}/runs/not-a-number", None),
+        ("GET", f"{API}/queue?limmit=5", None),
         ("POST", f"{API}/jobs/{{job}}/test", b'{"event": {"event_type": 5}}'),
         ("POST", f"{API}/jobs/{{job}}/test", b'{"event_id": ""}'),
     ]
@@ -335,5 +335,7 @@ async def test_invalid_input_is_422_never_500(admin: Admin) -> None:
     for huge in (f"{API}/runs/{10**30}", f"{API}/jobs/{2**31}", f"{API}/runs/0"):
         response = await admin.client.get(huge)
         assert response.status_code == 422, (huge, response.text)
+    # Only digits are a run id; anything else names no resource.
+    assert (await admin.client.get(f"{API}/runs/not-a-number")).status_code == 404
     name = f"n-{uuid.uuid4().hex}"
     assert (await admin.client.get(f"{API}/queue", params={"job": name})).json()["items"] == []

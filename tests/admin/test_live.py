@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, Admin, admin_settings
+from admin_kit import TOKEN, Admin, admin_settings
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 

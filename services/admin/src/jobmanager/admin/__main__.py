@@ -9,10 +9,11 @@ import uvicorn
 from jobmanager.admin.app import create_app
 from jobmanager.admin.config import AdminSettings
 from jobmanager.core.logs import configure
+from jobmanager.core.runtime import load_settings
 
 
 def main() -> int:
-    settings = AdminSettings()
+    settings = load_settings(AdminSettings, "admin")
     configure(settings.log_level, settings.log_format, service="admin")
     server = uvicorn.Server(
         uvicorn.Config(

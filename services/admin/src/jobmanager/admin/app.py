@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from jobmanager.admin import problems
+from jobmanager.admin import console, problems
 from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.metrics import Metrics
-from jobmanager.admin.routes import finished, health, jobs, keys, overview, queue, settings
+from jobmanager.admin.routes import finished, health, jobs, keys, overview, queue, settings, whoami
 from jobmanager.admin.state import Broker, Database
 from jobmanager.core.topology import Topology
 from jobmanager.store import cleanup
@@ -84,8 +84,10 @@ def create_app(config: AdminSettings) -> FastAPI:
     app.state.metrics = metrics
     app.state.metrics_refresh = count
     problems.install(app)
+    problems.document(app)
     metrics.install(app)
     app.include_router(health.router)
-    for module in (jobs, queue, finished, settings, overview, keys):
+    for module in (jobs, queue, finished, settings, overview, keys, whoami):
         app.include_router(module.router)
+    app.include_router(console.router)
     return app

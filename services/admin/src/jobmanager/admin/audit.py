@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,11 +32,12 @@ async def record(
     outcome: str = "ok",
     detail: dict[str, Any] | None = None,
 ) -> None:
+    # Names may be as long as the columns; their prefixes ("key:", "job:") must not overflow.
     await conn.execute(
         insert(audit).values(
-            actor=actor.name,
+            actor=actor.name[:200],
             action=action,
-            target=target,
+            target=target[:200],
             outcome=outcome,
             detail=detail or {},
         )
@@ -55,8 +57,13 @@ async def audited(
         async with db.begin() as conn:
             yield conn
             await record(conn, actor=actor, action=action, target=target, detail=detail)
-    except (LedgerError, HTTPException) as exc:
-        reason = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    except (LedgerError, HTTPException, RequestValidationError) as exc:
+        if isinstance(exc, HTTPException):
+            reason = str(exc.detail)
+        elif isinstance(exc, RequestValidationError):
+            reason = "; ".join(str(e.get("msg")) for e in exc.errors())
+        else:
+            reason = str(exc)
         async with db.begin() as conn:
             await record(
                 conn,

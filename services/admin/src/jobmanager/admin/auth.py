@@ -18,11 +18,13 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobmanager.admin.schemas import Problem
 from jobmanager.store.models import ApiKey
 
 Role = Literal["public", "viewer", "operator", "admin"]
@@ -88,8 +90,6 @@ class RoleGuard:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        if self.role == "public":
-            return ANONYMOUS
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise HTTPException(
                 401,
@@ -106,6 +106,16 @@ class RoleGuard:
                 403, f"this needs the {self.role} role; the key has the {principal.role} role"
             )
         return principal
+
+
+class PublicGuard(RoleGuard):
+    """A public route's declaration: no key asked for, none documented."""
+
+    def __init__(self) -> None:
+        super().__init__("public")
+
+    async def __call__(self) -> Principal:  # type: ignore[override]
+        return ANONYMOUS
 
 
 async def authenticate(request: Request, key: str) -> Principal | None:
@@ -136,14 +146,72 @@ class RoleRoute(APIRoute):
         if len(roles) > 1:
             raise TypeError(f"{path} declares several roles: {sorted(roles)}")
         if roles:
-            self.openapi_extra = {**(self.openapi_extra or {}), "x-required-role": roles.pop()}
+            role = roles.pop()
+            self.openapi_extra = {**(self.openapi_extra or {}), "x-required-role": role}
+            self.responses = {**_error_responses(self, role), **self.responses}
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "model": Problem,
+        "content": {"application/problem+json": {}},
+    }
+
+
+def _error_responses(route: APIRoute, role: str) -> dict[int | str, dict[str, Any]]:
+    """The errors a route can answer, documented as problem details."""
+    if role == "public":
+        return {}
+    responses: dict[int | str, dict[str, Any]] = {
+        401: _problem_response("no API key, or an unknown or revoked one"),
+        403: _problem_response(f"the key's role ranks below {role}"),
+        422: _problem_response("invalid input"),
+        503: _problem_response("the database or the broker is unavailable"),
+    }
+    if route.dependant.path_params:
+        responses[404] = _problem_response("no such resource")
+    if (route.methods or set()) - {"GET"}:
+        responses[409] = _problem_response("the resource's state does not allow this")
+    return responses
+
+
+async def known_parameters(request: Request) -> None:
+    """Refuse query parameters a route does not declare: a misspelt filter must not silently
+    list everything."""
+    route: Any = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.url.path.startswith("/api/"):
+        return  # the console's pages read their own query in the browser
+    declared = {p.alias for p in _query_params(dependant)}
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "unknown parameter",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
+
+
+def _query_params(dependant: Dependant) -> list[Any]:
+    found = list(dependant.query_params)
+    for child in dependant.dependencies:
+        found += _query_params(child)
+    return found
 
 
 def router(**kwargs: Any) -> APIRouter:
-    """An APIRouter whose routes publish their declared role."""
-    return APIRouter(route_class=RoleRoute, **kwargs)
+    """An APIRouter whose routes publish their declared role and refuse unknown query
+    parameters."""
+    return APIRouter(route_class=RoleRoute, dependencies=[Depends(known_parameters)], **kwargs)
 
 
 def requires(role: Role) -> Any:
     """Declare a route's role: `caller: Annotated[Principal, requires("operator")]`."""
-    return Depends(RoleGuard(role))
+    return Depends(PublicGuard() if role == "public" else RoleGuard(role))

@@ -7,6 +7,7 @@ a client sends may produce a 500 (an unexpected error is logged and answered 500
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobmanager.core.runtime import Unavailable
@@ -35,11 +38,68 @@ def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=MEDIA_TYPE)
 
 
+def invalid(loc: tuple[str | int, ...], msg: str, value: Any = None) -> RequestValidationError:
+    """A 422 for one field that only the route can judge (an unknown script, say), in the
+    same shape as every other validation error: a detail and an `errors` list."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])
+
+
+def invalid_model(loc: tuple[str | int, ...], exc: ValidationError) -> RequestValidationError:
+    """A 422 from a model validated inside a route, its fields placed under `loc`."""
+    return RequestValidationError(
+        [{**error, "loc": (*loc, *error["loc"])} for error in exc.errors()]
+    )
+
+
+def _allowed(app: FastAPI, path: str) -> list[str]:
+    """The methods the API documents for a path (a literal path wins over a template that
+    would also match it, as `/executed/cleanup` over `/executed/{run_id}`)."""
+    paths = app.openapi().get("paths", {})
+    if path in paths:
+        return sorted(m.upper() for m in paths[path])
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        pattern = "^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
+def document(app: FastAPI) -> None:
+    """Serve error schemas under `application/problem+json`, the media type they have.
+
+    FastAPI files every response model under the route's own media type (application/json);
+    this moves the schema of each documented problem response to where it belongs.
+    """
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for response in operation.get("responses", {}).values():
+                        content = response.get("content", {})
+                        if MEDIA_TYPE in content and "application/json" in content:
+                            content[MEDIA_TYPE] = content.pop("application/json")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = problem(exc.status_code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status, detail = exc.status_code, str(exc.detail)
+        if status == 400:
+            # FastAPI's answer to a body it cannot parse: invalid input, as everywhere else.
+            status, detail = 422, f"body: {detail.lower()} (it must be JSON)"
+        response = problem(status, detail)
         response.headers.update(exc.headers or {})
+        if status == 405:
+            # Starlette names only the first route whose path matched; list them all.
+            response.headers["Allow"] = ", ".join(_allowed(app, request.url.path))
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -65,6 +125,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return problem(409, str(exc))
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        # SQLSTATE class 22 is a data exception: a value the database cannot take (a NUL
+        # character, a string longer than its column). That is invalid input, not a bug.
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if isinstance(code, str) and code.startswith("22"):
+            message = str(getattr(exc.orig, "args", [""])[0] or exc.orig).splitlines()[0]
+            return problem(422, f"a value cannot be stored: {message}")
+        return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

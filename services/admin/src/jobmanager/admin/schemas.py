@@ -16,6 +16,18 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="for invalid input: each field's problem"
+    )
+
+
 class Page(Out, Generic[T]):
     """One page of a list, newest first; pass `next_cursor` as `cursor` for the next."""
 
@@ -146,7 +158,8 @@ class AuditOut(Out):
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    # No control characters: a name is shown in the audit log and the console.
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
     role: Literal["viewer", "operator", "admin"]
 
 

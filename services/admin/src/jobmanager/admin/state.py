@@ -27,7 +27,9 @@ class Database:
     quick 503 rather than a hanging request."""
 
     def __init__(self, url: str, *, pool_size: int) -> None:
-        self.engine: AsyncEngine = db.create_engine(url, pool_size=pool_size, connect_timeout=3)
+        self.engine: AsyncEngine = db.create_engine(
+            url, pool_size=pool_size, connect_timeout=3, command_timeout=5
+        )
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -60,18 +62,24 @@ class Broker:
             try:
                 connection = await connect(self.url, name="jobmanager-admin")
                 await self.topology.declare(await connection.channel())
-                self.publisher = await Publisher.open(connection, self.topology)
+                # An operator waits for the answer: a short retry, then 503 rather than 30 s.
+                self.publisher = await Publisher.open(connection, self.topology, retry_s=3)
                 self.connection = connection
                 log.info("connected to the broker")
                 return
             except Unavailable as exc:
-                log.warning("%s; retrying in %.0f s", exc, delay)
+                log.warning("%s; retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
     @property
     def ready(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        # A robust connection that is reconnecting is not closed, yet not connected either.
+        return (
+            self.connection is not None
+            and not self.connection.is_closed
+            and self.connection.connected.is_set()
+        )
 
     async def dead_letters(self) -> int | None:
         """Messages parked in the dead queue, or None if the broker cannot say now."""
@@ -113,7 +121,11 @@ def get_publisher(request: Request) -> Publisher:
     """The publisher, or 503 when the broker is not connected (checked before acting)."""
     broker: Broker = _state(request).broker
     if broker.publisher is None or not broker.ready:
-        raise HTTPException(503, "the broker is unavailable; nothing was changed, try again")
+        raise HTTPException(
+            503,
+            "the broker is unavailable; nothing was changed, try again",
+            headers={"Retry-After": "5"},
+        )
     return broker.publisher
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
+from pydantic import BeforeValidator
 
 from jobmanager.admin.queries import RunFilters, run_detail
 from jobmanager.admin.schemas import RunDetail
@@ -19,6 +21,20 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1"
 PAGE_MAX = 500
+
+
+def _iso_datetime(value: object) -> object:
+    """Only ISO 8601 text is a time here (pydantic would also read 0.5 as a Unix time);
+    a time without a zone is taken as UTC."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("an ISO 8601 date-time is expected, e.g. 2026-11-24T10:00:00Z")
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+When = Annotated[datetime, BeforeValidator(_iso_datetime)]
 
 # Ids within their columns' ranges (bigint for runs, integer for jobs and keys): anything
 # else is invalid input (422), never a database error.
@@ -34,8 +50,8 @@ Text = Annotated[str | None, Query(max_length=200)]
 def finished_filters(
     job: Text = None,
     lane: Text = None,
-    since: Annotated[datetime | None, Query(description="finished at or after")] = None,
-    until: Annotated[datetime | None, Query(description="finished before")] = None,
+    since: Annotated[When | None, Query(description="finished at or after")] = None,
+    until: Annotated[When | None, Query(description="finished before")] = None,
     q: Annotated[
         str | None, Query(max_length=200, description="text in command or feedback")
     ] = None,
@@ -47,8 +63,8 @@ def queue_filters(
     job: Text = None,
     lane: Text = None,
     state: Annotated[Literal["queued", "dispatched", "running"] | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="enqueued at or after")] = None,
-    until: Annotated[datetime | None, Query(description="enqueued before")] = None,
+    since: Annotated[When | None, Query(description="enqueued at or after")] = None,
+    until: Annotated[When | None, Query(description="enqueued before")] = None,
     q: Annotated[
         str | None, Query(max_length=200, description="text in command or feedback")
     ] = None,

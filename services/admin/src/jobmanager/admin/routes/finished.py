@@ -54,7 +54,7 @@ def _routes(table: Table) -> None:
             return await list_runs(conn, table, filters, limit=limit, cursor=cursor)
 
     @router.delete(
-        f"/{table}/{{run_id}}",
+        f"/{table}/{{run_id:int}}",
         status_code=204,
         tags=tags,
         name=f"delete_{table}",
@@ -99,7 +99,7 @@ _routes("executed")
 _routes("failed")
 
 
-@router.post("/failed/{run_id}/execute", response_model=RunDetail, tags=["failed"])
+@router.post("/failed/{run_id:int}/execute", response_model=RunDetail, tags=["failed"])
 async def execute_failed(
     run_id: RunId, db: DB, publisher: Pub, caller: Annotated[Principal, requires("operator")]
 ) -> RunDetail:

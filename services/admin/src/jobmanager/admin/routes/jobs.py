@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from jobmanager.admin.audit import audited
 from jobmanager.admin.auth import Principal, requires
 from jobmanager.admin.auth import router as auth_router
+from jobmanager.admin.problems import invalid, invalid_model
 from jobmanager.admin.queries import page_by_id, text_filter
 from jobmanager.admin.routes.common import API, Cursor, Limit, SmallId
 from jobmanager.admin.schemas import CheckOut, DryRunIn, DryRunOut, JobOut, JobPatch, Page
@@ -62,7 +63,9 @@ async def _check_script(conn: AsyncConnection, script: str, window_s: float) -> 
     if script in known:
         return
     listing = ", ".join(sorted(known)) or "none: no executor has reported its scripts lately"
-    raise HTTPException(422, f"script: unknown script {script!r}; known scripts: {listing}")
+    raise invalid(
+        ("body", "script"), f"unknown script {script!r}; known scripts: {listing}", script
+    )
 
 
 async def _load(conn: AsyncConnection, job_id: SmallId) -> Row[Any]:
@@ -123,13 +126,13 @@ async def create_job(
     return job_out(row)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
+@router.get("/jobs/{job_id:int}", response_model=JobOut)
 async def get_job(job_id: SmallId, db: DB, _: Annotated[Principal, requires("viewer")]) -> JobOut:
     async with db.connect() as conn:
         return job_out(await _load(conn, job_id))
 
 
-@router.patch("/jobs/{job_id}", response_model=JobOut)
+@router.patch("/jobs/{job_id:int}", response_model=JobOut)
 async def patch_job(
     job_id: SmallId,
     patch: JobPatch,
@@ -145,9 +148,7 @@ async def patch_job(
         try:
             spec = JobSpec.model_validate({**current, **changes})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise HTTPException(422, f"{where}: {first['msg']}") from None
+            raise invalid_model(("body",), exc) from None
         if "script" in changes:
             await _check_script(conn, spec.script, settings.executor_report_window_s)
         values = job_store.columns(spec)
@@ -162,7 +163,7 @@ async def patch_job(
     return job_out(row)
 
 
-@router.delete("/jobs/{job_id}", status_code=204)
+@router.delete("/jobs/{job_id:int}", status_code=204)
 async def delete_job(
     job_id: SmallId, db: DB, publisher: Pub, caller: Annotated[Principal, requires("admin")]
 ) -> Response:
@@ -175,7 +176,7 @@ async def delete_job(
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/test", response_model=DryRunOut)
+@router.post("/jobs/{job_id:int}/test", response_model=DryRunOut)
 async def test_job(
     job_id: SmallId, body: DryRunIn, db: DB, _: Annotated[Principal, requires("viewer")]
 ) -> DryRunOut:
@@ -217,9 +218,7 @@ async def _event_document(conn: AsyncConnection, body: DryRunIn) -> dict[str, An
         try:
             return Event.model_validate(body.event).document()
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise HTTPException(422, f"event.{where}: {first['msg']}") from None
+            raise invalid_model(("body", "event"), exc) from None
     query = select(events.c.payload).order_by(events.c.id.desc()).limit(1)
     if body.event_id is not None:
         query = query.where(events.c.event_id == body.event_id)

@@ -45,7 +45,7 @@ async def new_key(
     return KeyCreated(**KeyOut.model_validate(row).model_dump(), key=key)
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+@router.delete("/keys/{key_id:int}", status_code=204)
 async def revoke_key(
     key_id: SmallId, db: DB, caller: Annotated[Principal, requires("admin")]
 ) -> Response:

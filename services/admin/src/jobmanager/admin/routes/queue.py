@@ -40,7 +40,7 @@ async def queue(
         return await list_runs(conn, "queue", filters, limit=limit, cursor=cursor)
 
 
-@router.delete("/queue/{run_id}", response_model=RunDetail)
+@router.delete("/queue/{run_id:int}", response_model=RunDetail)
 async def remove(
     run_id: RunId, db: DB, publisher: Pub, caller: Annotated[Principal, requires("operator")]
 ) -> RunDetail:
@@ -54,7 +54,7 @@ async def remove(
     return await run_or_404(db, run_id)
 
 
-@router.post("/queue/{run_id}/execute-now", response_model=RunDetail)
+@router.post("/queue/{run_id:int}/execute-now", response_model=RunDetail)
 async def execute_now(
     run_id: RunId, db: DB, publisher: Pub, caller: Annotated[Principal, requires("operator")]
 ) -> RunDetail:
@@ -67,7 +67,7 @@ async def execute_now(
     return await run_or_404(db, run_id)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail)
+@router.get("/runs/{run_id:int}", response_model=RunDetail)
 async def run(run_id: RunId, db: DB, _: Annotated[Principal, requires("viewer")]) -> RunDetail:
     """A run with all its attempts, the event that caused it, and its output tail."""
     return await run_or_404(db, run_id)

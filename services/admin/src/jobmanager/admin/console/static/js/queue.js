@@ -1,0 +1,110 @@
+// The Queue page: runs waiting, dispatched or running, with when each will start; Remove
+// and Execute Now (operator); the interval between two runs of a lane (admin).
+
+import { api, can } from "./api.js";
+import { confirmAction, submitting } from "./dialogs.js";
+import { $, badge, clip, countdown, h, ticks, time } from "./dom.js";
+import { ListView } from "./live.js";
+import { act, notify, start } from "./shell.js";
+
+let view;
+
+/** When a run will start: a countdown for a waiting run, a clock for a running one. */
+function starts(run) {
+  if (run.state === "running") {
+    return run.started_at ? countdown(run.started_at, { since: true, prefix: "running for " }) : "running";
+  }
+  if (run.state === "dispatched") return h("span", {}, "dispatched ", time(run.dispatched_at));
+  if (run.execute_now) return h("span", {}, "next (Execute Now)");
+  if (run.not_before) {
+    return countdown(run.not_before, { prefix: run.attempt > 1 ? "retry in " : "in " });
+  }
+  return h("span", { class: "muted" }, "after the earlier runs of its lane");
+}
+
+async function remove(run, opener) {
+  const sure = await confirmAction({
+    title: `Remove run ${run.id}?`,
+    message: `Run ${run.id} of ${run.job} will never execute; its lane moves on to the next run.`,
+    confirm: "Remove run",
+    opener,
+  });
+  if (!sure) return;
+  await act(() => api.delete(`/queue/${run.id}`), `Run ${run.id} removed.`);
+  view.refresh();
+}
+
+async function executeNow(run) {
+  await act(
+    () => api.post(`/queue/${run.id}/execute-now`),
+    `Run ${run.id} runs next, without waiting for the interval.`,
+  );
+  view.refresh();
+}
+
+function actions(run) {
+  if (run.state !== "queued" || !can("operator")) return [];
+  return [
+    h(
+      "button",
+      {
+        type: "button",
+        class: "danger",
+        dataset: { action: "remove" },
+        "aria-label": `Remove run ${run.id}`,
+        onclick: (event) => remove(run, event.currentTarget),
+      },
+      "Remove",
+    ),
+    h(
+      "button",
+      {
+        type: "button",
+        dataset: { action: "execute-now" },
+        "aria-label": `Execute Now: run ${run.id}`,
+        onclick: () => executeNow(run),
+      },
+      "Execute Now",
+    ),
+  ];
+}
+
+function row(run) {
+  const retrying = run.state === "queued" && run.attempt > 1;
+  return h(
+    "tr",
+    { class: retrying ? "retrying" : undefined },
+    h("th", { scope: "row" }, h("a", { href: `/runs/${run.id}`, "aria-label": `Run ${run.id}` }, String(run.id))),
+    h("td", { class: "job" }, run.job),
+    h("td", {}, run.lane === null ? h("span", { class: "muted" }, "none") : h("code", {}, run.lane)),
+    h("td", {}, badge(run.state)),
+    h("td", { class: "command" }, clip(run.command, 200)),
+    h("td", { class: "starts" }, starts(run)),
+    h("td", {}, `${run.attempt} of ${run.max_attempts}`),
+    h("td", { class: "feedback" }, run.feedback ? clip(run.feedback, 160) : ""),
+    h("td", { class: "actions" }, actions(run)),
+  );
+}
+
+async function interval() {
+  const form = $("#interval-form");
+  const input = form.elements.namedItem("interval_s");
+  input.value = String((await api.get("/settings/queue")).interval_s);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = input.value === "" ? null : Number(input.value);
+    const saved = await submitting(form, () => api.put("/settings/queue", { interval_s: value }));
+    if (saved) notify(`Interval saved: ${saved.interval_s} s between two runs of a lane.`);
+  });
+}
+
+if (start()) {
+  view = new ListView({
+    path: "/queue",
+    root: $(".list"),
+    row,
+    empty: "No run is waiting or running.",
+  }).start();
+  ticks();
+  interval().catch((error) => notify(`The interval could not be read: ${error.message}`));
+}
