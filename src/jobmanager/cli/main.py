@@ -197,6 +197,33 @@ def simulate(
     typer.echo(f"published {sent} event(s)")
 
 
+OutputFile = Annotated[Path | None, typer.Option(help="write it here instead of to stdout")]
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}")
+
+
+@app.command()
+def asyncapi(output: OutputFile = None) -> None:
+    """The AsyncAPI 3 document of the AMQP contract, generated from the message models."""
+    from jobmanager.cli.asyncapi import render
+
+    _emit(render(), output)
+
+
+@app.command("config-reference")
+def config_reference(output: OutputFile = None) -> None:
+    """The configuration reference (Markdown), generated from the settings classes."""
+    from jobmanager.cli.reference import render
+
+    _emit(render(), output)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,369 @@
+"""The AsyncAPI 3 document of the AMQP contract, generated from the code.
+
+Message payloads come from the pydantic models in `jobmanager.core.messages`, names from
+`jobmanager.core.topology.Topology` (default namespace), routing keys from the models
+themselves, so the document cannot drift from what the services send. `jobmanager asyncapi
+--output docs/asyncapi.yaml` refreshes the committed copy; a test fails when it is stale.
+
+Operations are described from Job Manager's side (`send`: one of our services publishes,
+`receive`: one consumes), each tagged with the service that does it. The Channel Manager and
+integrations are the other side of the `events`, `runs` and `results` channels.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from jobmanager.core import delays
+from jobmanager.core.messages import (
+    ControlMessage,
+    Event,
+    ExecutorReport,
+    JobRequest,
+    JobResult,
+    RunNotice,
+    RunStarted,
+    RunState,
+)
+from jobmanager.core.topology import ERROR_HEADER, WORK_DELIVERY_LIMIT, Topology
+
+AMQP_BINDING = "0.3.0"
+HEADER = (
+    "# The AMQP contract of Job Manager. Generated from jobmanager.core.messages and\n"
+    "# jobmanager.core.topology by `jobmanager asyncapi --output docs/asyncapi.yaml`;\n"
+    "# do not edit by hand.\n"
+)
+MODELS: tuple[type[BaseModel], ...] = (
+    Event,
+    JobRequest,
+    RunStarted,
+    JobResult,
+    ExecutorReport,
+    RunNotice,
+    ControlMessage,
+)
+
+
+class _Schema(GenerateJsonSchema):
+    """JSON Schema without a generated title per property ("Event Id"): noise in a contract."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def _reflow(text: str) -> str:
+    """A docstring as prose: lines of a paragraph joined, paragraphs kept apart."""
+    paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def _schemas() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(model, "validation") for model in MODELS],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Schema,
+    )
+    schemas: dict[str, Any] = defs["$defs"]
+    for schema in schemas.values():
+        if "description" in schema:
+            schema["description"] = _reflow(schema["description"])
+    return schemas
+
+
+def _summary(model: type[BaseModel]) -> str:
+    return _reflow(model.__doc__ or model.__name__).split("\n\n")[0]
+
+
+def _message(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "name": model.__name__,
+        "title": model.__name__,
+        "summary": _summary(model),
+        "contentType": "application/json",
+        "payload": {"$ref": f"#/components/schemas/{model.__name__}"},
+    }
+
+
+def _parked() -> dict[str, Any]:
+    return {
+        "name": "Parked",
+        "title": "Parked message",
+        "summary": "A message a consumer could not handle, moved aside with the reason.",
+        "description": (
+            "The body is the original message, unchanged (it may not even be JSON). Parked by "
+            "the consumer itself, with the headers below; if even that fails, the queue's "
+            "dead-letter settings move it here with the broker's `x-death` header instead."
+        ),
+        "headers": {
+            "type": "object",
+            "properties": {
+                ERROR_HEADER: {"type": "string", "description": "Why it was parked."},
+                "x-jobmanager-queue": {"type": "string", "description": "Routing key it had."},
+                "x-jobmanager-exchange": {"type": "string", "description": "Exchange it came by."},
+            },
+        },
+        "payload": {"description": "The original message body."},
+    }
+
+
+def _exchange(name: str, kind: str) -> dict[str, Any]:
+    exchange = {"name": name, "type": kind, "durable": True, "autoDelete": False, "vhost": "/"}
+    return {"amqp": {"is": "routingKey", "exchange": exchange, "bindingVersion": AMQP_BINDING}}
+
+
+def _queue(name: str) -> dict[str, Any]:
+    queue = {"name": name, "durable": True, "exclusive": False, "autoDelete": False, "vhost": "/"}
+    return {"amqp": {"is": "queue", "queue": queue, "bindingVersion": AMQP_BINDING}}
+
+
+def _channel(
+    address: str | None,
+    description: str,
+    bindings: dict[str, Any],
+    messages: list[str],
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    channel: dict[str, Any] = {"address": address, "description": description}
+    channel["messages"] = {
+        _message_key(name): {"$ref": f"#/components/messages/{name}"} for name in messages
+    }
+    if parameters:
+        channel["parameters"] = parameters
+    channel["bindings"] = bindings
+    return channel
+
+
+def _message_key(name: str) -> str:
+    return name[0].lower() + name[1:]
+
+
+def _channels(t: Topology) -> dict[str, Any]:
+    states = list(get_args(RunState))
+    results = t.results_exchange
+    return {
+        "events": _channel(
+            "{eventType}",
+            f"The Channel Manager's topic exchange `{t.events_exchange}` (not prefixed; "
+            "`JOBMANAGER_EVENTS_EXCHANGE`). The routing key is the event type.",
+            _exchange(t.events_exchange, "topic"),
+            ["Event"],
+            {"eventType": {"description": "The event type, e.g. `channel.updated`."}},
+        ),
+        "eventsQueue": _channel(
+            t.events_queue,
+            f"Quorum queue bound to `{t.events_exchange}` with `JOBMANAGER_EVENTS_BINDING` "
+            f"(default `{t.events_binding}`). Invalid events are parked in `{t.dead_queue}`; "
+            "duplicates (same `source` and `event_id`) are acknowledged and ignored.",
+            _queue(t.events_queue),
+            ["Event"],
+        ),
+        "delay": _channel(
+            "{delayKey}",
+            f"Entry of the delay stage (`{t.delay_entry}`): one topic exchange and one classic "
+            f"queue with a queue-level TTL of 2^n ms per level n = {delays.MIN_LEVEL} to "
+            f"{delays.MAX_LEVEL}, each dead-lettering into the level below and the last into "
+            f"`{t.due_queue}`.",
+            _exchange(t.delay_entry, "topic"),
+            ["JobRequest"],
+            {
+                "delayKey": {
+                    "description": "The remaining delay in binary, one word (`0` or `1`) per "
+                    f"level from 2^{delays.MAX_LEVEL} ms down to 2^{delays.MIN_LEVEL} ms."
+                }
+            },
+        ),
+        "due": _channel(
+            t.due_queue,
+            "Quorum queue of job requests that are due: the matcher's gate dispatches each one "
+            "that is still wanted (its `token` is the run's current one) to the work queue.",
+            _queue(t.due_queue),
+            ["JobRequest"],
+        ),
+        "work": _channel(
+            t.work_queue,
+            "Quorum queue the executors share (competing consumers, prefetch = concurrency, "
+            "manual acks after the result is published). A request is delivered at most "
+            f"{WORK_DELIVERY_LIMIT + 1} times, then dead-lettered to `{t.lost_queue}`.",
+            _queue(t.work_queue),
+            ["JobRequest"],
+        ),
+        "workLost": _channel(
+            t.lost_queue,
+            "Job requests the broker gave up on (their executor died too often): the matcher "
+            "ends their runs as Failed.",
+            _queue(t.lost_queue),
+            ["JobRequest"],
+        ),
+        "runStarted": _channel(
+            "run.started",
+            f"`{results}` topic exchange: a script began (the ledger marks the run running).",
+            _exchange(results, "topic"),
+            ["RunStarted"],
+        ),
+        "runSucceeded": _channel(
+            "run.succeeded",
+            f"`{results}` topic exchange: an attempt succeeded (Result 3).",
+            _exchange(results, "topic"),
+            ["JobResult"],
+        ),
+        "runFailed": _channel(
+            "run.failed",
+            f"`{results}` topic exchange: an attempt failed (Result 2).",
+            _exchange(results, "topic"),
+            ["JobResult"],
+        ),
+        "executorReport": _channel(
+            ExecutorReport.routing_key,
+            f"`{results}` topic exchange: each executor's scripts and load, at start and "
+            "periodically (the catalogue the admin API checks jobs against).",
+            _exchange(results, "topic"),
+            ["ExecutorReport"],
+        ),
+        "resultsQueue": _channel(
+            t.results_queue,
+            f"The matcher's quorum queue on `{results}` (bound to `run.*` and `executor.*`): "
+            "the ledger's input. Other subscribers bind queues of their own.",
+            _queue(t.results_queue),
+            ["RunStarted", "JobResult", "ExecutorReport"],
+        ),
+        "runs": _channel(
+            "run.{state}",
+            f"`{t.runs_exchange}` topic exchange: every state change of a run, for "
+            "integrations. Published without `mandatory`: nobody has to listen.",
+            _exchange(t.runs_exchange, "topic"),
+            ["RunNotice"],
+            {"state": {"enum": states, "description": "The run's new state."}},
+        ),
+        "control": _channel(
+            None,
+            f"`{t.control_exchange}` fanout exchange: jobs or settings changed; every matcher "
+            "binds an exclusive queue of its own and reloads its catalogue.",
+            _exchange(t.control_exchange, "fanout"),
+            ["ControlMessage"],
+        ),
+        "dead": _channel(
+            t.dead_queue,
+            "Quorum queue of parked messages, for operators (counted by the admin API).",
+            _queue(t.dead_queue),
+            ["Parked"],
+        ),
+    }
+
+
+# (operation id, action, channel, messages, service, summary)
+_OPERATIONS: tuple[tuple[str, str, str, tuple[str, ...], str, str], ...] = (
+    ("receiveEvents", "receive", "eventsQueue", ("Event",), "matcher",
+     "Validate, de-duplicate and match events; record the event and its runs."),
+    ("scheduleRequest", "send", "delay", ("JobRequest",), "matcher",
+     "Publish a lane's head run, delayed until its slot (also the admin service)."),
+    ("sendDue", "send", "due", ("JobRequest",), "matcher",
+     "Publish a request due within the stage's granularity (also Execute Now in the admin)."),
+    ("receiveDue", "receive", "due", ("JobRequest",), "matcher",
+     "The gate: drop stale requests, mark the run dispatched, forward it to the executors."),
+    ("sendWork", "send", "work", ("JobRequest",), "matcher",
+     "The gate dispatches a run to the executors (with the event, for executables)."),
+    ("receiveWork", "receive", "work", ("JobRequest",), "executor",
+     "Run the script; publish run.started, then the result, then acknowledge."),
+    ("sendRunStarted", "send", "runStarted", ("RunStarted",), "executor",
+     "The script began."),
+    ("sendRunSucceeded", "send", "runSucceeded", ("JobResult",), "executor",
+     "The script succeeded."),
+    ("sendRunFailed", "send", "runFailed", ("JobResult",), "executor",
+     "The script failed, timed out or could not start."),
+    ("sendExecutorReport", "send", "executorReport", ("ExecutorReport",), "executor",
+     "Report the scripts this executor runs, and its load."),
+    ("receiveResults", "receive", "resultsQueue",
+     ("RunStarted", "JobResult", "ExecutorReport"), "matcher",
+     "Record results in the ledger (retry or finish the run) and move the lane on."),
+    ("receiveLost", "receive", "workLost", ("JobRequest",), "matcher",
+     "End runs whose request the broker gave up on as Failed."),
+    ("sendRunNotice", "send", "runs", ("RunNotice",), "matcher",
+     "Announce a run's new state (also the admin service, for operator actions)."),
+    ("sendControl", "send", "control", ("ControlMessage",), "admin",
+     "Tell every matcher that jobs or settings changed."),
+    ("receiveControl", "receive", "control", ("ControlMessage",), "matcher",
+     "Reload the job catalogue and the settings."),
+    ("park", "send", "dead", ("Parked",), "matcher",
+     "Park a message that cannot be handled, with its reason (executors do too)."),
+)  # fmt: skip
+
+
+def _operations() -> dict[str, Any]:
+    operations: dict[str, Any] = {}
+    for op_id, action, channel, messages, service, summary in _OPERATIONS:
+        binding: dict[str, Any] = {"bindingVersion": AMQP_BINDING}
+        if action == "send":
+            binding["deliveryMode"] = 2  # persistent, published with publisher confirms
+        else:
+            binding["ack"] = True  # acknowledged only after the outcome is committed
+        operations[op_id] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "summary": summary,
+            "tags": [{"name": service}],
+            "messages": [
+                {"$ref": f"#/channels/{channel}/messages/{_message_key(m)}"} for m in messages
+            ],
+            "bindings": {"amqp": binding},
+        }
+    return operations
+
+
+def document(topology: Topology | None = None) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document as a mapping (default namespace unless one is given)."""
+    t = topology or Topology("jobmanager")
+    messages = {model.__name__: _message(model) for model in MODELS}
+    messages["Parked"] = _parked()
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Job Manager AMQP contract",
+            "version": version("jobmanager"),
+            "description": (
+                "Channel Manager events become sequenced, retried, audited script runs. "
+                "Messages are JSON (`content_type: application/json`), persistent, published "
+                "with publisher confirms. Our exchanges and queues carry the prefix "
+                f"`JOBMANAGER_NAMESPACE` (here the default, `{t.namespace}`). Every queue we "
+                f"consume dead-letters into `{t.dead_queue}`; a message we cannot handle is "
+                f"parked there with the reason in the `{ERROR_HEADER}` header."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "rabbitmq": {
+                "host": "localhost:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "description": "RabbitMQ, as configured by `JOBMANAGER_AMQP_URL`.",
+            }
+        },
+        "channels": _channels(t),
+        "operations": _operations(),
+        "components": {"schemas": _schemas(), "messages": messages},
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-paragraph texts as literal blocks, which read like the docstrings they come from."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render(topology: Topology | None = None) -> str:
+    """The document as YAML, with a header saying how it was made."""
+    body = yaml.dump(
+        document(topology), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
+    return HEADER + body
