@@ -1,0 +1,292 @@
+"""The figures: a table of every one (with its target and whether it holds) and the final
+`RESULT key=value ...` line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.api import Api
+from bench.celery_baseline import CeleryResult
+from bench.e2e import Interval, Latency, Throughput
+from bench.matching import Matching
+from bench.memory import Memory
+from bench.relay import RelayResult
+
+NAN = math.nan
+
+# key: (comparison, bound) for the SPEC's targets (§10).
+TARGETS: dict[str, tuple[str, float]] = {
+    "e2e_vs_celery": (">=", 1.5),
+    "p50_ms": ("<=", 15.0),
+    "p99_ms": ("<=", 100.0),
+    "interval_late_ms_p95": ("<=", 50.0),
+    "match_cost_10k_vs_10": ("<=", 2.0),
+    "api_p99_ms": ("<=", 50.0),
+    "executor_idle_rss_mb": ("<=", 80.0),
+}
+
+# The RESULT line's keys in order, with their precision.
+PRECISION: dict[str, int] = {
+    "e2e_runs_per_s": 1,
+    "relay_msgs_per_s": 1,
+    "celery_tasks_per_s": 1,
+    "e2e_vs_celery": 2,
+    "e2e_vs_relay": 3,
+    "p50_ms": 1,
+    "p99_ms": 1,
+    "interval_late_ms_p95": 1,
+    "match_cost_10k_vs_10": 2,
+    "api_p99_ms": 1,
+    "executor_idle_rss_mb": 1,
+    "latency_rate_per_s": 1,
+    "interval_early": 0,
+    "match_cost_10_us": 1,
+    "match_cost_10k_us": 1,
+    "api_queue_p99_ms": 1,
+    "api_executed_p99_ms": 1,
+    "api_p99_ms_4_clients": 1,
+    "hop_p50_ms": 1,
+    "executor_loaded_rss_mb": 1,
+    "load_1m_before": 2,
+    "load_1m_after": 2,
+    "wall_s": 0,
+}
+
+
+def holds(key: str, value: float) -> bool | None:
+    if key not in TARGETS or math.isnan(value):
+        return None
+    comparison, bound = TARGETS[key]
+    return value >= bound if comparison == ">=" else value <= bound
+
+
+def _get(obj: Any, read: Callable[[Any], float]) -> float:
+    return NAN if obj is None else float(read(obj))
+
+
+@dataclass
+class Report:
+    quick: bool
+    started: datetime
+    cores: int
+    api_runs: int
+    load_before: float
+    load_after: float = NAN
+    wall_s: float = NAN
+    relay: RelayResult | None = None
+    celery: CeleryResult | None = None
+    throughputs: list[Throughput] = field(default_factory=list)
+    latency: Latency | None = None
+    interval: Interval | None = None
+    matching: Matching | None = None
+    api: Api | None = None
+    memory: Memory | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, section: str, reason: str) -> None:
+        self.failures[section] = reason
+
+    @property
+    def best(self) -> Throughput | None:
+        return max(self.throughputs, key=lambda t: t.runs_per_s, default=None)
+
+    def figures(self) -> dict[str, Any]:
+        best = self.best
+        e2e = _get(best, lambda b: b.runs_per_s)
+        relay = _get(self.relay, lambda r: r.msgs_per_s)
+        celery = _get(self.celery, lambda c: c.tasks_per_s)
+        api = self.api
+        figures: dict[str, Any] = {
+            "mode": "quick" if self.quick else "full",
+            "cores": self.cores,
+            "api_runs": self.api_runs,
+            "e2e_setting": str(best.setting) if best else "none",
+            "e2e_runs_per_s": e2e,
+            "relay_msgs_per_s": relay,
+            "celery_tasks_per_s": celery,
+            "e2e_vs_celery": e2e / celery,
+            "e2e_vs_relay": e2e / relay,
+            "p50_ms": _get(self.latency, lambda x: x.p50_ms),
+            "p99_ms": _get(self.latency, lambda x: x.p99_ms),
+            "interval_late_ms_p95": _get(self.interval, lambda x: x.p95_ms),
+            "match_cost_10k_vs_10": _get(self.matching, lambda m: m.ratio),
+            "api_p99_ms": _get(api, lambda a: a.p99_ms),
+            "executor_idle_rss_mb": _get(self.memory, lambda m: m.rss_mb),
+            "latency_rate_per_s": _get(self.latency, lambda x: x.achieved),
+            "interval_early": _get(self.interval, lambda x: x.early),
+            "match_cost_10_us": _get(self.matching, lambda m: m.small_us),
+            "match_cost_10k_us": _get(self.matching, lambda m: m.large_us),
+            "api_queue_p99_ms": _get(api, lambda a: a.endpoints["queue"].p99_ms),
+            "api_executed_p99_ms": _get(api, lambda a: a.endpoints["executed"].p99_ms),
+            "api_p99_ms_4_clients": _get(api, lambda a: a.concurrent_p99_ms),
+            "hop_p50_ms": _get(self.relay, lambda r: r.hop_p50_ms),
+            "executor_loaded_rss_mb": _get(best, lambda b: b.executor_rss_mb),
+            "load_1m_before": self.load_before,
+            "load_1m_after": self.load_after,
+            "wall_s": self.wall_s,
+        }
+        return figures
+
+    def result_line(self) -> str:
+        parts = []
+        for key, value in self.figures().items():
+            if isinstance(value, float):
+                text = "nan" if math.isnan(value) else f"{value:.{PRECISION.get(key, 2)}f}"
+            else:
+                text = str(value)
+            parts.append(f"{key}={text}")
+        return "RESULT " + " ".join(parts)
+
+    def print_table(self) -> None:
+        console = Console(width=170) if not Console().is_terminal else Console()
+        f = self.figures()
+        api_note = (
+            f"{self.api_runs:,} runs stored"
+            + (" (quick mode: 100,000, not 1,000,000)" if self.quick else "")
+            + (f", inserted in {self.api.insert_s:.0f} s" if self.api else "")
+        )
+        table = Table(
+            title=(
+                f"Job Manager benchmark, {f['mode']} run, {self.started:%Y-%m-%d %H:%M} UTC, "
+                f"{self.cores} cores, load average {self.load_before:.1f} -> "
+                f"{self.load_after:.1f}, {self.wall_s:.0f} s"
+            ),
+            title_justify="left",
+        )
+        for column in ("figure", "value", "target", "holds", "how / notes"):
+            table.add_column(column, overflow="fold")
+
+        def row(label: str, key: str | None, value: float, unit: str, note: str) -> None:
+            digits = PRECISION.get(key or "", 1)
+            shown = "n/a" if math.isnan(value) else f"{value:,.{digits}f} {unit}".strip()
+            target, verdict = "", ""
+            if key in TARGETS:
+                comparison, bound = TARGETS[key]
+                target = f"{comparison} {bound:g}"
+                ok = holds(key, value)
+                verdict = "n/a" if ok is None else ("yes" if ok else "NO")
+            table.add_row(label, shown, target, verdict, note)
+
+        row(
+            "relay (aio-pika), per hop",
+            "relay_msgs_per_s",
+            f["relay_msgs_per_s"],
+            "msg/s",
+            self.relay.note() if self.relay else self._why("relay"),
+        )
+        row(
+            "Celery no-op",
+            "celery_tasks_per_s",
+            f["celery_tasks_per_s"],
+            "tasks/s",
+            self.celery.note() if self.celery else self._why("celery"),
+        )
+        best = self.best
+        for t in self.throughputs:
+            mark = " (best)" if t is best and len(self.throughputs) > 1 else ""
+            row(
+                f"ours, e2e {t.setting}{mark}",
+                "e2e_runs_per_s",
+                t.runs_per_s,
+                "runs/s",
+                t.note() + f"; events published at {t.publish_per_s:,.0f}/s",
+            )
+        if not self.throughputs:
+            row("ours, e2e", "e2e_runs_per_s", NAN, "", self._why("e2e throughput"))
+        row("e2e / Celery", "e2e_vs_celery", f["e2e_vs_celery"], "x", "medians")
+        row(
+            "e2e / relay",
+            "e2e_vs_relay",
+            f["e2e_vs_relay"],
+            "x",
+            "per run: 5 queue hops (events, due, work, results x2), 3 confirmed notices, "
+            "4 transactions",
+        )
+        lat = self.latency
+        row(
+            "event -> script start p50",
+            "p50_ms",
+            f["p50_ms"],
+            "ms",
+            lat.note() if lat else self._why("e2e latency"),
+        )
+        row("event -> script start p99", "p99_ms", f["p99_ms"], "ms", "same runs")
+        row(
+            "interval lateness p95",
+            "interval_late_ms_p95",
+            f["interval_late_ms_p95"],
+            "ms",
+            self.interval.note() if self.interval else self._why("interval"),
+        )
+        m = self.matching
+        row(
+            "matcher plan(), 10 jobs",
+            "match_cost_10_us",
+            f["match_cost_10_us"],
+            "us",
+            m.note() if m else self._why("matching"),
+        )
+        row("matcher plan(), 10,000 jobs", "match_cost_10k_us", f["match_cost_10k_us"], "us", "")
+        row("match cost 10k / 10", "match_cost_10k_vs_10", f["match_cost_10k_vs_10"], "x", "")
+        a = self.api
+        row(
+            "GET /queue p99",
+            "api_queue_p99_ms",
+            f["api_queue_p99_ms"],
+            "ms",
+            a.note("queue") if a else self._why("api"),
+        )
+        row(
+            "GET /executed p99",
+            "api_executed_p99_ms",
+            f["api_executed_p99_ms"],
+            "ms",
+            a.note("executed") if a else "",
+        )
+        row(
+            "admin list p99 (one client)",
+            "api_p99_ms",
+            f["api_p99_ms"],
+            "ms",
+            f"the worse endpoint, requests one at a time; {api_note}",
+        )
+        row(
+            "admin list p99 (4 clients)",
+            "api_p99_ms_4_clients",
+            f["api_p99_ms_4_clients"],
+            "ms",
+            "the worse endpoint, 4 clients at once on the one admin process",
+        )
+        row(
+            "executor idle RSS",
+            "executor_idle_rss_mb",
+            f["executor_idle_rss_mb"],
+            "MB",
+            self.memory.note() if self.memory else self._why("memory"),
+        )
+        row(
+            "executor RSS after load",
+            "executor_loaded_rss_mb",
+            f["executor_loaded_rss_mb"],
+            "MB",
+            "with its Python worker processes (one per concurrency slot)",
+        )
+        console.print(table)
+        for section, count in self.retried.items():
+            console.print(
+                f"{section}: measured again {count} time(s): the broker or the database went "
+                "away under it (restarted by someone else's tests)"
+            )
+        for section, reason in self.failures.items():
+            console.print(f"[red]not measured: {section}: {reason}[/red]")
+
+    def _why(self, section: str) -> str:
+        return self.failures.get(section, "not measured")
