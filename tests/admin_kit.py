@@ -7,13 +7,17 @@ test's own namespace); requests go through httpx's ASGI transport.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
 import httpx
 from fastapi import FastAPI
+from infra import admin_execute, database_on
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +26,7 @@ from jobmanager.admin.config import AdminSettings
 from jobmanager.core.messages import Event, JobRequest, JobResult
 from jobmanager.core.topology import Topology
 from jobmanager.store import ledger
+from jobmanager.store.db import create_engine
 from jobmanager.store.models import Executor
 
 TOKEN = "bootstrap-token-for-tests-0123456789"
@@ -126,3 +131,28 @@ def admin_settings(
         cleanup_interval_s=extra.pop("cleanup_interval_s", 3600.0),
         **extra,
     )
+
+
+@contextlib.asynccontextmanager
+async def own_world(
+    amqp_url: str, postgres_url: str, template_database: str, label: str
+) -> AsyncIterator[tuple[AdminSettings, AsyncEngine]]:
+    """Settings and an engine for an admin app with a database and a namespace of its own,
+    for module-scoped fixtures (conftest's per-test world costs about a second each); both
+    are removed afterwards."""
+    name = f"jmtest_{label}_{uuid.uuid4().hex[:10]}"
+    await admin_execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    namespace = f"jmtest-{uuid.uuid4().hex[:10]}"
+    topology = Topology(namespace, events_exchange=f"{namespace}.cm-events")
+    settings = admin_settings(amqp_url, database_on(postgres_url, name), topology)
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        yield settings, engine
+    finally:
+        await engine.dispose()
+        connection = await aio_pika.connect_robust(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await topology.delete(channel)
+            await channel.exchange_delete(topology.events_exchange)
+        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

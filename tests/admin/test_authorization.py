@@ -23,21 +23,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
-from admin_kit import Admin, admin_settings
+from admin_kit import Admin, own_world
 from fastapi.routing import APIRoute
-from infra import admin_execute, database_on
 from sqlalchemy import select, text
 
 from jobmanager.admin.app import create_app
 from jobmanager.admin.auth import RANK, create_key, hash_key
 from jobmanager.admin.config import AdminSettings
-from jobmanager.core.topology import Topology
 from jobmanager.jobs.spec import JobSpec, Trigger
 from jobmanager.store import jobs as job_store
-from jobmanager.store.db import create_engine
 from jobmanager.store.models import ApiKey
 
 PROBLEM = "application/problem+json"
@@ -85,14 +81,8 @@ async def admin(amqp_url: str, postgres_url: str, template_database: str) -> Asy
     """One running app for the whole module, in place of conftest's per-test `admin` (which
     costs about a second each, and the matrix has nearly two hundred cases). The cases stay
     independent: each creates its own keys and resources and relies on nothing another left."""
-    name = f"jmtest_authz_{uuid.uuid4().hex[:10]}"
-    await admin_execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    namespace = f"jmtest-{uuid.uuid4().hex[:10]}"
-    topology = Topology(namespace, events_exchange=f"{namespace}.cm-events")
-    settings = admin_settings(amqp_url, database_on(postgres_url, name), topology)
-    engine = create_engine(settings.database_url, pool_size=2)
-    app = create_app(settings)
-    try:
+    async with own_world(amqp_url, postgres_url, template_database, "authz") as (settings, engine):
+        app = create_app(settings)
         async with app.router.lifespan_context(app):
             async with asyncio.timeout(10):  # the broker connects in the background
                 while not app.state.broker.ready:
@@ -103,14 +93,6 @@ async def admin(amqp_url: str, postgres_url: str, template_database: str) -> Asy
                 transport=transport, base_url="http://admin", headers=headers
             ) as client:
                 yield Admin(app, client, engine, settings)
-    finally:
-        await engine.dispose()
-        connection = await aio_pika.connect_robust(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            await topology.delete(channel)
-            await channel.exchange_delete(topology.events_exchange)
-        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- scenarios: what one successful call of each operation needs ---------------------------

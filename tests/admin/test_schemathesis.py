@@ -34,25 +34,20 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 import schemathesis
 import uvicorn
-from admin_kit import TOKEN, Admin, admin_settings
-from infra import admin_execute, database_on
+from admin_kit import TOKEN, Admin, own_world
 from schemathesis.checks import not_a_server_error
 
 from jobmanager.admin.app import create_app
 from jobmanager.admin.config import AdminSettings
-from jobmanager.core.topology import Topology
 from jobmanager.jobs.spec import Condition, JobSpec, Trigger
 from jobmanager.store import jobs as job_store
-from jobmanager.store.db import create_engine
 
 MAX_EXAMPLES = 25
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -148,31 +143,19 @@ async def seed(admin: Admin) -> None:
 @pytest.fixture(scope="module")
 async def server(amqp_url: str, postgres_url: str, template_database: str) -> AsyncIterator[str]:
     """The admin app served by uvicorn, with a database and a namespace of its own."""
-    name = f"jmtest_fuzz_{uuid.uuid4().hex[:10]}"
-    await admin_execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    namespace = f"jmtest-{uuid.uuid4().hex[:10]}"
-    topology = Topology(namespace, events_exchange=f"{namespace}.cm-events")
-    settings = admin_settings(amqp_url, database_on(postgres_url, name), topology)
-    engine = create_engine(settings.database_url, pool_size=2)
-    app = create_app(settings)
-    served = Server(app)
-    try:
-        await served.start()
-        async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
-            async with asyncio.timeout(15):  # the broker connects in the background
-                while (await client.get("/readyz")).status_code != 200:
-                    await asyncio.sleep(0.1)
-            await seed(Admin(app, client, engine, settings))
-        yield served.url
-    finally:
-        await served.stop()
-        await engine.dispose()
-        connection = await aio_pika.connect_robust(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            await topology.delete(channel)
-            await channel.exchange_delete(topology.events_exchange)
-        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with own_world(amqp_url, postgres_url, template_database, "fuzz") as (settings, engine):
+        app = create_app(settings)
+        served = Server(app)
+        try:
+            await served.start()
+            async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+                async with asyncio.timeout(15):  # the broker connects in the background
+                    while (await client.get("/readyz")).status_code != 200:
+                        await asyncio.sleep(0.1)
+                await seed(Admin(app, client, engine, settings))
+            yield served.url
+        finally:
+            await served.stop()
 
 
 async def test_the_server_serves_the_document_under_test(server: str) -> None:
