@@ -207,8 +207,8 @@ class Report:
             "e2e_vs_relay",
             f["e2e_vs_relay"],
             "x",
-            "per run: 5 queue hops (events, due, work, results x2), 3 confirmed notices, "
-            "4 transactions",
+            "per run of the no-op script: 4 queue hops (events, due, work, results), "
+            "2 confirmed notices, 3 transactions",
         )
         lat = self.latency
         row(

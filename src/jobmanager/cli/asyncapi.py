@@ -202,7 +202,9 @@ def _channels(t: Topology) -> dict[str, Any]:
         ),
         "runStarted": _channel(
             "run.started",
-            f"`{results}` topic exchange: a script began (the ledger marks the run running).",
+            f"`{results}` topic exchange: a script is still running "
+            "`JOBMANAGER_REPORT_STARTED_AFTER_S` after it began (the ledger marks the run "
+            "running); a shorter one is reported only by its result.",
             _exchange(results, "topic"),
             ["RunStarted"],
         ),

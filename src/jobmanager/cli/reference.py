@@ -73,6 +73,9 @@ DESCRIPTIONS: dict[str, str] = {
     "exit_drain_s": "After an executable exits, how long to keep reading pipes its leftover "
     "children hold.",
     "report_interval_s": "How often the executor reports its scripts and load (`executor.report`).",
+    "report_started_after_s": "A script still running this long after its start is reported "
+    "as started (`run.started`, state running); a shorter one is reported once, by its result, "
+    "which carries its start time. 0 reports every start at once.",
     "script_search_path": "The `PATH` scripts get (their environment is minimal).",
     "script_env": "Names of variables handed on to scripts, comma-separated; nothing else of "
     "the executor's environment reaches them, and never its own `JOBMANAGER_*` settings.",

@@ -39,6 +39,10 @@ class ExecutorSettings(ServiceSettings):
     exit_drain_s: float = Field(default=0.25, gt=0, le=10)
     # How often the executor reports its scripts and load (executor.report).
     report_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    # A script still running this long after it started is reported as started (run.started);
+    # a shorter one is reported once, by its result, which carries its start time. 0 reports
+    # every start at once.
+    report_started_after_s: float = Field(default=0.05, ge=0, le=60)
     # The PATH scripts get (their environment is minimal, not the executor's).
     script_search_path: str = "/usr/local/bin:/usr/bin:/bin"
     # Names of variables handed on to scripts, comma-separated (for example where a script

@@ -1,7 +1,8 @@
 """The executor service: consumes job requests from the work queue and publishes results.
 
-For each request: publish `run.started`, run the script, publish `run.succeeded` or
-`run.failed`, and only once the broker confirmed the result, ack the request. An executor that
+For each request: run the script (publishing `run.started` if it is still running after
+`report_started_after_s`), publish `run.succeeded` or `run.failed` with its start and end
+times, and only once the broker confirmed the result, ack the request. An executor that
 dies mid-run therefore leaves its request unacked, and the broker hands it to another one.
 """
 
@@ -117,9 +118,6 @@ class WorkConsumer:
             executor=self.settings.executor_id,
             started_at=started_at,
         )
-        await self.publisher.publish(
-            self.results, "run.started", started, message_id=f"{key}.started"
-        )
         log.info(
             "run %d attempt %d: %s started",
             request.run_id,
@@ -127,11 +125,28 @@ class WorkConsumer:
             request.script,
             extra=extra,
         )
+        # Most scripts are done in milliseconds; reporting their start separately would cost
+        # a delivery and a ledger transaction per run for a state nobody sees. Only a script
+        # still running after `report_started_after_s` is reported as started.
+        reporting = asyncio.Event()
+
+        async def report_started() -> None:
+            await asyncio.sleep(self.settings.report_started_after_s)
+            reporting.set()
+            await self.publisher.publish(
+                self.results, "run.started", started, message_id=f"{key}.started"
+            )
+
+        report = asyncio.create_task(report_started())
         BUSY_SLOTS.inc()
         try:
             outcome = await self.runner.run(request)
         finally:
             BUSY_SLOTS.dec()
+            if not reporting.is_set():
+                report.cancel()
+        if reporting.is_set():
+            await report  # keeps run.started ahead of the result, and surfaces its failure
         succeeded = outcome.succeeded
         if not succeeded:
             SCRIPT_FAILURES.labels(request.script).inc()
