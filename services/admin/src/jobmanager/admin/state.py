@@ -60,15 +60,21 @@ class Broker:
         delay = 0.5
         while True:
             try:
-                connection = await connect(self.url, name="jobmanager-admin")
-                await self.topology.declare(await connection.channel())
+                # Held at once, so that close() closes it even if the app stops (cancelling
+                # this task) while the topology is being declared: a connection dropped
+                # unclosed is closed by the garbage collector, outside any event loop.
+                self.connection = await connect(self.url, name="jobmanager-admin")
+                await self.topology.declare(await self.connection.channel())
                 # An operator waits for the answer: a short retry, then 503 rather than 30 s.
-                self.publisher = await Publisher.open(connection, self.topology, retry_s=3)
-                self.connection = connection
+                self.publisher = await Publisher.open(self.connection, self.topology, retry_s=3)
                 log.info("connected to the broker")
                 return
             except Unavailable as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
+                if self.connection is not None:
+                    with contextlib.suppress(Exception):
+                        await self.connection.close()
+                    self.connection = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -77,6 +83,7 @@ class Broker:
         # A robust connection that is reconnecting is not closed, yet not connected either.
         return (
             self.connection is not None
+            and self.publisher is not None
             and not self.connection.is_closed
             and self.connection.connected.is_set()
         )
