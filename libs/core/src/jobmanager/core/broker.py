@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import AMQPConnectionError
 from pydantic import BaseModel
@@ -56,16 +57,25 @@ async def connect(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobu
     The driver's own error log of a failed first attempt is silenced: BrokerUnavailable says
     it all. Later reconnects of the robust connection are logged as usual.
     """
+    # What aio_pika.connect_robust does, except that a connection that fails to open is
+    # closed here: dropped unclosed, it would be closed by the garbage collector, from
+    # whatever thread and event loop happen to run it.
+    connection = aio_pika.RobustConnection(
+        make_url(url), client_properties={"connection_name": name}
+    )
     try:
         with _quiet("aiormq.connection"):
-            return await aio_pika.connect_robust(
-                url, timeout=timeout, client_properties={"connection_name": name}
-            )
-    except (OSError, AMQPConnectionError, TimeoutError) as exc:
-        raise BrokerUnavailable(
-            f"RabbitMQ is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "
-            f"{START_HINT}"
-        ) from exc
+            await connection.connect(timeout=timeout)
+    except BaseException as exc:
+        with suppress(Exception):
+            await asyncio.wait_for(connection.close(), 5)
+        if isinstance(exc, OSError | AMQPConnectionError | TimeoutError):
+            raise BrokerUnavailable(
+                f"RabbitMQ is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "
+                f"{START_HINT}"
+            ) from exc
+        raise
+    return connection
 
 
 class Publisher:
