@@ -7,6 +7,7 @@ test's own namespace); requests go through httpx's ASGI transport.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from infra import admin_execute, database_on
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.admin.app import create_app
 from jobmanager.admin.auth import create_key
 from jobmanager.admin.config import AdminSettings
 from jobmanager.core.messages import Event, JobRequest, JobResult
@@ -156,3 +158,19 @@ async def own_world(
             await topology.delete(channel)
             await channel.exchange_delete(topology.events_exchange)
         await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def running(settings: AdminSettings, engine: AsyncEngine) -> AsyncIterator[Admin]:
+    """The app with its lifespan running, and a client sending the bootstrap token. Starting
+    must not wait for the broker (it connects in the background) nor hang on anything."""
+    app = create_app(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        async with asyncio.timeout(10):
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://admin", headers=headers)
+        )
+        yield Admin(app, client, engine, settings)

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
-from admin_kit import TOKEN, Admin, admin_settings
+from admin_kit import Admin, admin_settings, running
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jobmanager.admin.app import create_app
 from jobmanager.core.topology import Topology
 
 
@@ -20,17 +18,9 @@ from jobmanager.core.topology import Topology
 async def admin(
     amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
 ) -> AsyncIterator[Admin]:
-    settings = admin_settings(amqp_url, database_url, topology)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running(admin_settings(amqp_url, database_url, topology), engine) as admin:
         for _ in range(100):  # the broker connects in the background
-            if app.state.broker.ready:
+            if admin.app.state.broker.ready:
                 break
             await asyncio.sleep(0.05)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://admin",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as client:
-            yield Admin(app, client, engine, settings)
+        yield admin

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_kit import Admin, own_world
+from admin_kit import Admin, own_world, running
 from fastapi.routing import APIRoute
 from sqlalchemy import select, text
 
@@ -82,17 +82,11 @@ async def admin(amqp_url: str, postgres_url: str, template_database: str) -> Asy
     costs about a second each, and the matrix has nearly two hundred cases). The cases stay
     independent: each creates its own keys and resources and relies on nothing another left."""
     async with own_world(amqp_url, postgres_url, template_database, "authz") as (settings, engine):
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
+        async with running(settings, engine) as admin:
             async with asyncio.timeout(10):  # the broker connects in the background
-                while not app.state.broker.ready:
+                while not admin.app.state.broker.ready:
                     await asyncio.sleep(0.05)
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://admin", headers=headers
-            ) as client:
-                yield Admin(app, client, engine, settings)
+            yield admin
 
 
 # -- scenarios: what one successful call of each operation needs ---------------------------

@@ -16,13 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from admin_kit import TOKEN, Admin, admin_settings
+from admin_kit import Admin, admin_settings, running
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jobmanager.admin.app import create_app
 from jobmanager.core.topology import Topology
 from jobmanager.store.models import Run
 
@@ -32,45 +30,39 @@ API = "/api/v1"
 async def test_auto_cleanup_runs_periodically_with_the_stored_settings(
     amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
 ) -> None:
-    app = create_app(admin_settings(amqp_url, database_url, topology, cleanup_interval_s=0.2))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://admin",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as client:
-            admin = Admin(app, client, engine, app.state.settings)
-            kept = [await admin.run_to_end(3) for _ in range(5)]
-            failed = await admin.run_to_end(2)
-            body = {
-                "enabled": True,
-                "method": "row_count",
-                "max_rows": 2,
-                "max_age_s": 0,
-                "cleanup_amount": 2,
-            }
-            assert (await client.put(f"{API}/executed/cleanup", json=body)).status_code == 200
+    settings = admin_settings(amqp_url, database_url, topology, cleanup_interval_s=0.2)
+    async with running(settings, engine) as admin:
+        client = admin.client
+        kept = [await admin.run_to_end(3) for _ in range(5)]
+        failed = await admin.run_to_end(2)
+        body = {
+            "enabled": True,
+            "method": "row_count",
+            "max_rows": 2,
+            "max_age_s": 0,
+            "cleanup_amount": 2,
+        }
+        assert (await client.put(f"{API}/executed/cleanup", json=body)).status_code == 200
 
-            async def executed_ids() -> list[int]:
-                async with engine.connect() as conn:
-                    return list(
-                        (
-                            await conn.scalars(
-                                select(Run.id).where(Run.state == "succeeded").order_by(Run.id)
-                            )
-                        ).all()
-                    )
-
-            deadline = time.monotonic() + 10
-            while len(await executed_ids()) > 1 and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            # 5 rows, limit 2, 2 per pass: 5 → 3 → 1; the newest row stays.
-            assert await executed_ids() == kept[-1:]
+        async def executed_ids() -> list[int]:
             async with engine.connect() as conn:
-                assert await conn.scalar(select(func.count()).where(Run.id == failed)) == 1, (
-                    "Failed untouched"
+                return list(
+                    (
+                        await conn.scalars(
+                            select(Run.id).where(Run.state == "succeeded").order_by(Run.id)
+                        )
+                    ).all()
                 )
+
+        deadline = time.monotonic() + 10
+        while len(await executed_ids()) > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        # 5 rows, limit 2, 2 per pass: 5 → 3 → 1; the newest row stays.
+        assert await executed_ids() == kept[-1:]
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).where(Run.id == failed)) == 1, (
+                "Failed untouched"
+            )
 
 
 @pytest.fixture

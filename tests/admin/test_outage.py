@@ -27,12 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from admin_kit import Admin, admin_settings
+from admin_kit import Admin, admin_settings, running
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jobmanager.admin.app import create_app
-from jobmanager.admin.config import AdminSettings
 from jobmanager.core.topology import Topology
 from jobmanager.jobs.spec import JobSpec, Trigger
 from jobmanager.store import jobs as job_store
@@ -121,22 +119,6 @@ async def proxy_to(url: str) -> AsyncIterator[Proxy]:
         yield proxy
     finally:
         await proxy.cut()
-
-
-@contextlib.asynccontextmanager
-async def running(settings: AdminSettings, engine: AsyncEngine) -> AsyncIterator[Admin]:
-    """The app with its lifespan running, and a client sending the bootstrap token. Starting
-    must not wait for the broker (it connects in the background) nor hang on anything."""
-    app = create_app(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        async with asyncio.timeout(10):
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(transport=transport, base_url="http://admin", headers=headers)
-        )
-        yield Admin(app, client, engine, settings)
 
 
 async def eventually(probe: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:

@@ -13,9 +13,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
-from admin_kit import admin_settings
+from admin_kit import admin_settings, running
 from fault_kit import (
     duplicates,
     events_for,
@@ -28,8 +27,6 @@ from fault_kit import (
     start_broker,
 )
 from stack import Stack
-
-from jobmanager.admin.app import create_app
 
 pytestmark = pytest.mark.fault
 
@@ -134,35 +131,29 @@ async def test_postgres_restart_during_a_stream(fault_stack: Stack, amqp_url: st
     await stack.add(job)
     events = events_for(job, 2000, lanes=200)
     settings = admin_settings(amqp_url, stack.database_url, stack.topology)
-    app = create_app(settings)
     statuses: list[int] = []
     start = time.monotonic()
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://admin",
-            headers={"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"},
-        ) as client:
-            publishing = asyncio.create_task(publish_confirmed(amqp_url, stack, events))
+    async with running(settings, stack.engine) as admin:
+        client = admin.client
+        publishing = asyncio.create_task(publish_confirmed(amqp_url, stack, events))
+        try:
+            await asyncio.sleep(2.0)
             try:
-                await asyncio.sleep(2.0)
-                try:
-                    await asyncio.to_thread(_pg, "stop")
-                    for _ in range(10):
-                        statuses.append((await client.get("/readyz")).status_code)
-                        statuses.append((await client.get("/api/v1/queue")).status_code)
-                        await asyncio.sleep(0.3)
-                finally:
-                    await asyncio.to_thread(_pg, "start")
-                restored = time.monotonic()
-                while (await client.get("/readyz")).status_code != 200:
-                    await asyncio.sleep(0.1)
-                recovery = round(time.monotonic() - restored, 1)
-                assert (await client.get("/api/v1/queue")).status_code == 200
-                await publishing
+                await asyncio.to_thread(_pg, "stop")
+                for _ in range(10):
+                    statuses.append((await client.get("/readyz")).status_code)
+                    statuses.append((await client.get("/api/v1/queue")).status_code)
+                    await asyncio.sleep(0.3)
             finally:
-                publishing.cancel()
+                await asyncio.to_thread(_pg, "start")
+            restored = time.monotonic()
+            while (await client.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.1)
+            recovery = round(time.monotonic() - restored, 1)
+            assert (await client.get("/api/v1/queue")).status_code == 200
+            await publishing
+        finally:
+            publishing.cancel()
     assert set(statuses) == {503}, statuses
     states = await settle(stack, len(events), timeout=300)
     assert states == {"succeeded": len(events)}, states

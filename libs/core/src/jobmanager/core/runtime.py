@@ -50,19 +50,22 @@ def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         await main(stop)
 
     try:
-        _event_loop_runner()(runner())
+        with asyncio.Runner(loop_factory=loop_factory()) as loop:
+            loop.run(runner())
     except Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _event_loop_runner() -> Callable[[Awaitable[None]], None]:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (optional: never required), else asyncio's."""
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def die_with_parent(signum: int) -> Callable[[], None]:

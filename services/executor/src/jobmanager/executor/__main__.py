@@ -9,26 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from jobmanager.core.broker import BrokerUnavailable
 from jobmanager.core.logs import configure
-from jobmanager.core.runtime import load_settings
+from jobmanager.core.runtime import load_settings, loop_factory
 from jobmanager.executor.config import ExecutorSettings
 from jobmanager.executor.service import ExecutorConfigError, serve
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    # uvloop is optional: faster when installed, never required.
-    if importlib.util.find_spec("uvloop") is None:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(
-        "uvloop"
-    ).new_event_loop
-    return factory
 
 
 def _positive(text: str) -> int:
@@ -62,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 1)
     configure(settings.log_level, settings.log_format, service="executor")
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve(settings))
     except (BrokerUnavailable, ExecutorConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
