@@ -222,10 +222,15 @@ async def gate(
         .values(run_id=run.id, attempt=run.attempt, dispatched_at=now)
         .on_conflict_do_update(index_elements=["run_id", "attempt"], set_={"dispatched_at": now})
     )
+    return Dispatch(await _work_request(conn, run, now))
+
+
+async def _work_request(conn: AsyncConnection, run: Row[Any], now: datetime) -> JobRequest:
+    """A dispatched run's request to the executors, with its event attached."""
     payload = None
     if run.event_pk is not None:
         payload = await conn.scalar(select(EventRow.payload).where(EventRow.id == run.event_pk))
-    return Dispatch(lanes.request_for(run, now).model_copy(update={"event": payload}))
+    return lanes.request_for(run, now).model_copy(update={"event": payload})
 
 
 async def record_started(conn: AsyncConnection, started: RunStarted, *, now: datetime) -> Outbox:
@@ -450,21 +455,13 @@ async def reap(
     outbox = Outbox()
     deadline = runs.c.started_at + func.make_interval(0, 0, 0, 0, 0, 0, runs.c.timeout_s)
     stuck = (
-        (
-            await conn.execute(
-                select(runs.c.id)
-                .where(
-                    runs.c.state == "running",
-                    deadline < now - timedelta(seconds=running_grace_s),
-                )
-                .limit(limit)
-            )
+        await conn.execute(
+            select(runs)
+            .where(runs.c.state == "running", deadline < now - timedelta(seconds=running_grace_s))
+            .limit(limit)
         )
-        .scalars()
-        .all()
-    )
-    for run_id in stuck:
-        run = (await conn.execute(select(runs).where(runs.c.id == run_id))).one()
+    ).all()
+    for run in stuck:
         feedback = (
             f"executor lost: no result {run.timeout_s:g} s (the timeout) + "
             f"{running_grace_s:g} s after the script started on {run.executor}"
@@ -484,13 +481,7 @@ async def reap(
                 .limit(limit)
             )
         ).all()
-        for run in lost:
-            payload = None
-            if run.event_pk is not None:
-                payload = await conn.scalar(
-                    select(EventRow.payload).where(EventRow.id == run.event_pk)
-                )
-            resend.append(lanes.request_for(run, now).model_copy(update={"event": payload}))
+        resend = [await _work_request(conn, run, now) for run in lost]
     return outbox, resend
 
 
