@@ -378,6 +378,24 @@ async def test_the_reaper_fails_lost_attempts_and_resends_lost_dispatches(
     assert resend[0].event is not None
 
 
+async def test_a_recorded_event_finds_its_runs_and_their_unsent_heads(
+    engine: AsyncEngine,
+) -> None:
+    # An event committed by a delivery that died before publishing: the redelivery finds the
+    # event's runs and gets back exactly the requests that were never sent.
+    ev = event()
+    out = await enqueue(engine, plan(lane="a"), plan(lane="b"), ev=ev)
+    assert out is not None
+    assert await enqueue(engine, plan(lane="a"), ev=ev) is None, "a duplicate"
+    runs = await tx(engine, lambda c: ledger.runs_of_event(c, ev))
+    assert sorted(runs) == sorted(r.run_id for r in out.requests)
+    again = await tx(engine, lambda c: ledger.resend_heads(c, runs, now=at(1)))
+    assert sorted((r.run_id, r.token) for r in again.requests) == sorted(
+        (r.run_id, r.token) for r in out.requests
+    )
+    assert await tx(engine, lambda c: ledger.runs_of_event(c, event())) == []
+
+
 async def test_resend_heads_gives_the_current_requests(engine: AsyncEngine) -> None:
     out = await enqueue(engine, plan(lane="a"), plan(lane="a"), plan(lane=None))
     assert out is not None

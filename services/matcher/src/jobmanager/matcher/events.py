@@ -122,7 +122,15 @@ class EventsHandler:
             outbox = await ledger.enqueue(
                 conn, event=event, planned=planned, interval_s=catalogue.interval_s, now=now
             )
-        if outbox is None:
+            duplicate = outbox is None
+            if outbox is None and message.redelivered:
+                # Recorded by an earlier delivery that may have died before publishing its
+                # lanes' requests; re-sending them is harmless (the gate takes a token once).
+                runs = await ledger.runs_of_event(conn, event)
+                outbox = await ledger.resend_heads(conn, runs, now=now)
+        if outbox is not None:
+            await outbox.publish(self._publisher, now=now)
+        if duplicate:
             EVENTS.labels("duplicate").inc()
             log.info(
                 "duplicate event %s/%s ignored",
@@ -131,8 +139,7 @@ class EventsHandler:
                 extra={"event_id": event.event_id},
             )
         else:
-            await outbox.publish(self._publisher, now=now)
-            count_notices(outbox.notices)
+            count_notices(outbox.notices if outbox is not None else [])
             if planned:
                 EVENTS.labels("matched").inc()
             log.debug(
