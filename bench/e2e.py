@@ -157,11 +157,14 @@ class Latency:
     samples: int
     stages_p50_ms: dict[str, float]
 
+    pinned: bool = False  # the rate was given (`--latency-rate`), not half of the peak
+
     def note(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stages_p50_ms.items())
+        asked = "as asked" if self.pinned else f"half of peak {2 * self.rate:.0f}/s"
         return (
-            f"{self.samples:,} runs paced at {self.achieved:.0f}/s (half of peak "
-            f"{2 * self.rate:.0f}/s); max {self.max_ms:.0f} ms; p50 by stage (ms): {stages}"
+            f"{self.samples:,} runs paced at {self.achieved:.0f}/s ({asked}); "
+            f"max {self.max_ms:.0f} ms; p50 by stage (ms): {stages}"
         )
 
 

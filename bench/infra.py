@@ -47,6 +47,8 @@ class Infra:
     amqp_url: str
     server_url: str  # a maintenance database on the server (databases are created from it)
     workdir: Path
+    # Settings given to every service of ours (`--set`), to compare one against the default.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def database_url(self, name: str) -> str:
         return with_database(self.server_url, name)

@@ -78,6 +78,7 @@ class Report:
     cores: int
     api_runs: int
     load_before: float
+    settings: str = "default"  # what `--set` gave the services
     load_after: float = NAN
     wall_s: float = NAN
     relay: RelayResult | None = None
@@ -107,6 +108,7 @@ class Report:
         figures: dict[str, Any] = {
             "mode": "quick" if self.quick else "full",
             "cores": self.cores,
+            "settings": self.settings,
             "api_runs": self.api_runs,
             "e2e_setting": str(best.setting) if best else "none",
             "e2e_runs_per_s": e2e,
@@ -158,6 +160,7 @@ class Report:
                 f"Job Manager benchmark, {f['mode']} run, {self.started:%Y-%m-%d %H:%M} UTC, "
                 f"{self.cores} cores, load average {self.load_before:.1f} -> "
                 f"{self.load_after:.1f}, {self.wall_s:.0f} s"
+                + (f", services set {self.settings}" if self.settings != "default" else "")
             ),
             title_justify="left",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import math
@@ -143,7 +144,13 @@ async def attempt(
     return None
 
 
-async def measure(plan: Plan, infra: Infra, report: Report, profiler: Profiler | None) -> None:
+async def measure(
+    plan: Plan,
+    infra: Infra,
+    report: Report,
+    profiler: Profiler | None,
+    latency_rate: float | None = None,
+) -> None:
     async with driver(infra) as broker:
         report.relay = await attempt(
             report,
@@ -188,6 +195,7 @@ async def measure(plan: Plan, infra: Infra, report: Report, profiler: Profiler |
         best = report.best
         setting = best.setting if best is not None else QUICK_SETTING
         if best is not None:
+            rate = latency_rate or best.runs_per_s / 2
             report.latency = await attempt(
                 report,
                 broker,
@@ -196,11 +204,13 @@ async def measure(plan: Plan, infra: Infra, report: Report, profiler: Profiler |
                     infra,
                     c,
                     setting,
-                    rate=best.runs_per_s / 2,
+                    rate=rate,
                     seconds=plan.latency_s,
                     warmup_s=plan.latency_warmup_s,
                 ),
             )
+            if report.latency is not None and latency_rate:
+                report.latency = dataclasses.replace(report.latency, pinned=True)
         report.interval = await attempt(
             report,
             broker,
@@ -245,6 +255,20 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     parser.add_argument(
+        "--latency-rate",
+        type=float,
+        metavar="EVENTS_PER_S",
+        help="measure the latency at this rate instead of half of the peak (to compare two "
+        "settings at the same load)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every service of ours, e.g. JOBMANAGER_BATCH_MAX=1 (repeatable)",
+    )
+    parser.add_argument(
         "--amqp-url",
         default=os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
     )
@@ -277,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     profiler = Profiler(args.profile) if args.profile else None
     workdir = Path(tempfile.mkdtemp(prefix="jobmanager-bench-"))
-    infra = Infra(args.amqp_url, args.database_url, workdir)
+    settings = dict(item.split("=", 1) for item in args.set)
+    infra = Infra(args.amqp_url, args.database_url, workdir, settings)
     problem = _preflight(infra)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
@@ -289,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         cores=os.cpu_count() or 1,
         api_runs=plan.api_runs,
         load_before=os.getloadavg()[0],
+        settings=",".join(f"{k}:{v}" for k, v in settings.items()) or "default",
     )
     say(f"{'quick' if plan.quick else 'full'} run on {report.cores} cores; logs in {workdir}")
     started = time.perf_counter()
     try:
-        asyncio.run(measure(plan, infra, report, profiler))
+        asyncio.run(measure(plan, infra, report, profiler, args.latency_rate))
     finally:
         report.wall_s = time.perf_counter() - started
         report.load_after = os.getloadavg()[0]

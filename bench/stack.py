@@ -76,7 +76,7 @@ def service_env(
     }
     if database_url is not None:
         env["JOBMANAGER_DATABASE_URL"] = database_url
-    return env
+    return {**env, **infra.settings}
 
 
 async def _configure(database_url: str, interval_s: float) -> None:

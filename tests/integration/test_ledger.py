@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 import pytest
+from ledger_kit import T0, at, event, plan, tx
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.messages import Event, JobRequest, JobResult, RunStarted
 from jobmanager.store import ledger
 from jobmanager.store.ledger import Dispatch, PlannedRun, Stale, Wait
 from jobmanager.store.models import Attempt, Lane, Run
 from jobmanager.store.outbox import Outbox
-
-T = TypeVar("T")
-T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-async def tx(engine: AsyncEngine, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    async with engine.begin() as conn:
-        return await fn(conn)
-
-
-def event(event_id: str | None = None) -> Event:
-    return Event(
-        event_id=event_id or uuid.uuid4().hex,
-        event_type="channel.updated",
-        data={"channel": {"channel_id": "ESPN-HD"}},
-    )
-
-
-def plan(lane: str | None = "L", **kw: Any) -> PlannedRun:
-    fields: dict[str, Any] = {
-        "job_id": None,
-        "job_name": "job",
-        "script": "noop",
-        "command": "cmd",
-        "lane": lane,
-    }
-    fields.update(kw)
-    return PlannedRun(**fields)
 
 
 async def enqueue(

@@ -50,6 +50,8 @@ DESCRIPTIONS: dict[str, str] = {
     "event_max_bytes": "Largest event body accepted; a larger one is parked as `too large`.",
     "event_max_depth": "Deepest JSON nesting accepted in an event; deeper ones are parked.",
     "prefetch": "Unacknowledged messages per consumer of the events, results and lost queues.",
+    "batch_max": "Most messages the events, gate and results consumers apply in one "
+    "transaction (what arrived while the previous batch was written); 1 turns batching off.",
     "gate_prefetch": "Unacknowledged due requests the gate may hold (early ones wait in it, "
     "so it needs room for many lanes).",
     "gate_hold_max_s": "Longest the gate waits itself for a request that came out of the delay "

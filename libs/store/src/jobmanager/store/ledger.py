@@ -52,6 +52,55 @@ class PlannedRun:
     error: str | None = None
 
 
+def run_values(p: PlannedRun, event: Event, event_pk: int, now: datetime) -> dict[str, Any]:
+    """The new `runs` row of a planned run (queued, or failed if it could not be prepared)."""
+    prepared = p.error is None
+    return {
+        "job_id": p.job_id,
+        "job_name": p.job_name,
+        "script": p.script,
+        "command": p.command,
+        "lane": p.lane,
+        "event_pk": event_pk,
+        "event_id": event.event_id,
+        "state": "queued" if prepared else "failed",
+        "max_attempts": p.max_attempts,
+        "retry_backoff_s": p.retry_backoff_s,
+        "timeout_s": p.timeout_s,
+        "enqueued_at": now,
+        "result": None if prepared else 2,
+        "feedback": p.error or "",
+        "finished_at": None if prepared else now,
+        # A run without a lane is its own head: scheduled at once.
+        "token": 1 if p.lane is None and prepared else 0,
+        "not_before": now if p.lane is None and prepared else None,
+    }
+
+
+async def insert_runs(
+    conn: AsyncConnection, values: list[dict[str, Any]], now: datetime
+) -> list[Row[Any]]:
+    """Insert new runs (`run_values`); those that could not be prepared get their one,
+    failed attempt with them."""
+    created = list((await conn.execute(insert(runs).returning(*runs.c), values)).all())
+    failed = [r for r in created if r.state == "failed"]
+    if failed:
+        await conn.execute(
+            insert(attempts),
+            [
+                {
+                    "run_id": r.id,
+                    "attempt": 1,
+                    "finished_at": now,
+                    "result": 2,
+                    "feedback": r.feedback,
+                }
+                for r in failed
+            ],
+        )
+    return created
+
+
 class LedgerError(Exception):
     """An operator action that the run's state does not allow."""
 
@@ -138,45 +187,8 @@ async def enqueue(
     locked = {}
     for name in sorted({p.lane for p in planned if p.lane is not None and p.error is None}):
         locked[name] = await lanes.lock_lane(conn, name)
-    values = [
-        {
-            "job_id": p.job_id,
-            "job_name": p.job_name,
-            "script": p.script,
-            "command": p.command,
-            "lane": p.lane,
-            "event_pk": event_pk,
-            "event_id": event.event_id,
-            "state": "failed" if p.error else "queued",
-            "max_attempts": p.max_attempts,
-            "retry_backoff_s": p.retry_backoff_s,
-            "timeout_s": p.timeout_s,
-            "enqueued_at": now,
-            "result": 2 if p.error else None,
-            "feedback": p.error or "",
-            "finished_at": now if p.error else None,
-            # A run without a lane is its own head: scheduled at once.
-            "token": 1 if p.lane is None and p.error is None else 0,
-            "not_before": now if p.lane is None and p.error is None else None,
-        }
-        for p in planned
-    ]
-    created = (await conn.execute(insert(runs).returning(*runs.c), values)).all()
-    failed = [r for r in created if r.state == "failed"]
-    if failed:
-        await conn.execute(
-            insert(attempts),
-            [
-                {
-                    "run_id": r.id,
-                    "attempt": 1,
-                    "finished_at": now,
-                    "result": 2,
-                    "feedback": r.feedback,
-                }
-                for r in failed
-            ],
-        )
+    values = [run_values(p, event, event_pk, now) for p in planned]
+    created = await insert_runs(conn, values, now)
     for run in created:
         outbox.notices.append(lanes.notice_for(run, run.state, now))
         if run.state == "queued" and run.lane is None:

@@ -11,6 +11,9 @@ class MatcherSettings(DatabaseSettings):
     event_max_bytes: int = Field(default=1 << 20, ge=1024)
     event_max_depth: int = Field(default=64, ge=4)
     prefetch: int = Field(default=64, ge=1)
+    # Messages the events, gate and results consumers apply in one transaction; 1 turns
+    # batching off (one transaction per message).
+    batch_max: int = Field(default=100, ge=1)
     # The gate holds early requests unacked while it waits: it needs room for many lanes.
     gate_prefetch: int = Field(default=2000, ge=1)
     gate_hold_max_s: float = Field(default=5.0, gt=0)

@@ -16,11 +16,13 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import EVENTS, count_notices
-from jobmanager.store import ledger
+from jobmanager.store import bulk, ledger
+from jobmanager.store.ledger import PlannedRun
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +103,11 @@ class EventsHandler:
         self._max_bytes = max_bytes
         self._max_depth = max_depth
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
+    async def _parse(self, message: AbstractIncomingMessage) -> Event | None:
+        """The message's event, or None once it is parked with the reason."""
         EVENTS.labels("received").inc()
         try:
-            event = parse_event(
+            return parse_event(
                 message.body,
                 routing_key=message.routing_key,
                 message_id=message.message_id,
@@ -114,6 +117,61 @@ class EventsHandler:
         except BadEvent as exc:
             EVENTS.labels("parked").inc()
             await self._publisher.park(message, str(exc))
+            return None
+
+    async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+        """Many events in one transaction (see `jobmanager.store.bulk`)."""
+        messages = [m for m in messages if not m.processed]  # parked by an earlier try
+        if len(messages) == 1:
+            return messages
+        accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
+        catalogue = self._catalogue()
+        for message in messages:
+            if (event := await self._parse(message)) is not None:
+                accepted.append((message, event, catalogue.plan(event)))
+        if not accepted:
+            return []
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            done = await bulk.enqueue_many(
+                conn,
+                [(event, planned) for _, event, planned in accepted],
+                interval_s=catalogue.interval_s,
+                now=now,
+            )
+            for (message, event, _), recorded in zip(accepted, done.recorded, strict=True):
+                if not recorded and message.redelivered:  # as in __call__
+                    runs = await ledger.runs_of_event(conn, event)
+                    done.outbox.extend(await ledger.resend_heads(conn, runs, now=now))
+        await done.outbox.publish(self._publisher, now=now)
+        count_notices(done.outbox.notices)
+        for (_, event, planned), recorded in zip(accepted, done.recorded, strict=True):
+            self._count(event, planned, duplicate=not recorded)
+        await consumer.ack([message for message, _, _ in accepted])
+        return []
+
+    def _count(self, event: Event, planned: list[PlannedRun], *, duplicate: bool) -> None:
+        if duplicate:
+            EVENTS.labels("duplicate").inc()
+            log.info(
+                "duplicate event %s/%s ignored",
+                event.source,
+                event.event_id,
+                extra={"event_id": event.event_id},
+            )
+            return
+        if planned:
+            EVENTS.labels("matched").inc()
+        log.debug(
+            "event %s matched %d job(s)",
+            event.event_id,
+            len(planned),
+            extra={"event_id": event.event_id},
+        )
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        event = await self._parse(message)
+        if event is None:
             return
         catalogue = self._catalogue()
         planned = catalogue.plan(event)
@@ -130,24 +188,8 @@ class EventsHandler:
                 outbox = await ledger.resend_heads(conn, runs, now=now)
         if outbox is not None:
             await outbox.publish(self._publisher, now=now)
-        if duplicate:
-            EVENTS.labels("duplicate").inc()
-            log.info(
-                "duplicate event %s/%s ignored",
-                event.source,
-                event.event_id,
-                extra={"event_id": event.event_id},
-            )
-        else:
-            count_notices(outbox.notices if outbox is not None else [])
-            if planned:
-                EVENTS.labels("matched").inc()
-            log.debug(
-                "event %s matched %d job(s)",
-                event.event_id,
-                len(planned),
-                extra={"event_id": event.event_id},
-            )
+            count_notices(outbox.notices if not duplicate else [])
+        self._count(event, planned, duplicate=duplicate)
         await message.ack()
 
 

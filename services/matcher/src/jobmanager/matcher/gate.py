@@ -15,10 +15,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
 from jobmanager.matcher.metrics import DISPATCH_LAG
-from jobmanager.store import ledger
+from jobmanager.store import bulk, ledger
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,63 @@ class GateHandler:
         self._publisher = publisher
         self._hold_max_s = hold_max_s
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
+    async def _parse(self, message: AbstractIncomingMessage) -> JobRequest | None:
         try:
-            request = JobRequest.model_validate_json(message.body)
+            return JobRequest.model_validate_json(message.body)
         except ValidationError as exc:
             await self._publisher.park(message, f"invalid job request: {exc.errors()[:3]}")
+            return None
+
+    async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+        """Many due requests in one transaction (see `jobmanager.store.bulk`). Those that came
+        early are handed back, to be held one by one until their time."""
+        messages = [m for m in messages if not m.processed]  # parked by an earlier try
+        if len(messages) == 1:
+            return messages
+        valid = [(m, r) for m in messages if (r := await self._parse(m)) is not None]
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            decisions = await bulk.gate_many(conn, [r for _, r in valid], now=now)
+        early: list[AbstractIncomingMessage] = []
+        sending = []
+        for (message, request), decision in zip(valid, decisions, strict=True):
+            if isinstance(decision, ledger.Wait):
+                early.append(message)
+            elif isinstance(decision, ledger.Dispatch):
+                sending.append(self._send(request, decision, now))
+            else:
+                self._dropped(request, decision)
+        await asyncio.gather(*sending)
+        await consumer.ack(
+            [
+                m
+                for (m, _), d in zip(valid, decisions, strict=True)
+                if not isinstance(d, ledger.Wait)
+            ]
+        )
+        return early
+
+    async def _send(self, request: JobRequest, decision: ledger.Dispatch, now: datetime) -> None:
+        DISPATCH_LAG.observe(max(0.0, (now - request.not_before).total_seconds()))
+        await self._publisher.publish("", self._publisher.topology.work_queue, decision.request)
+        log.debug(
+            "dispatched run %d attempt %d",
+            request.run_id,
+            request.attempt,
+            extra={"run_id": request.run_id, "event_id": request.event_id},
+        )
+
+    def _dropped(self, request: JobRequest, decision: ledger.Stale) -> None:
+        log.debug(
+            "dropped a request for run %d: %s",
+            request.run_id,
+            decision.reason,
+            extra={"run_id": request.run_id},
+        )
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        request = await self._parse(message)
+        if request is None:
             return
         while True:
             now = datetime.now(UTC)
@@ -49,22 +102,8 @@ class GateHandler:
                     request.model_copy(update={"not_before": decision.until}), now
                 )
             elif isinstance(decision, ledger.Dispatch):
-                DISPATCH_LAG.observe(max(0.0, (now - request.not_before).total_seconds()))
-                await self._publisher.publish(
-                    "", self._publisher.topology.work_queue, decision.request
-                )
-                log.debug(
-                    "dispatched run %d attempt %d",
-                    request.run_id,
-                    request.attempt,
-                    extra={"run_id": request.run_id, "event_id": request.event_id},
-                )
+                await self._send(request, decision, now)
             else:
-                log.debug(
-                    "dropped a request for run %d: %s",
-                    request.run_id,
-                    decision.reason,
-                    extra={"run_id": request.run_id},
-                )
+                self._dropped(request, decision)
             await message.ack()
             return

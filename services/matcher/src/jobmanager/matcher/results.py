@@ -15,11 +15,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import RUN_SECONDS, count_notices
-from jobmanager.store import executors, ledger
+from jobmanager.store import bulk, executors, ledger
 from jobmanager.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,53 @@ class ResultsHandler:
         self._engine = engine
         self._publisher = publisher
         self._catalogue = catalogue
+
+    async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+        """Many starts and results in one transaction (see `jobmanager.store.bulk`).
+        Executor reports and messages of other keys are handed back, one by one."""
+        messages = [m for m in messages if not m.processed]  # parked by an earlier try
+        if len(messages) == 1:
+            return messages
+        started: list[tuple[AbstractIncomingMessage, RunStarted]] = []
+        results: list[tuple[AbstractIncomingMessage, JobResult]] = []
+        singles: list[AbstractIncomingMessage] = []
+        for message in messages:
+            key = message.routing_key
+            try:
+                if key == "run.started":
+                    started.append((message, RunStarted.model_validate_json(message.body)))
+                elif key in ("run.succeeded", "run.failed"):
+                    results.append((message, JobResult.model_validate_json(message.body)))
+                else:
+                    singles.append(message)
+            except ValidationError as exc:
+                await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
+        if not (started or results):
+            return singles
+        interval = self._catalogue().interval_s
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            done = await bulk.record_reports(
+                conn, [s for _, s in started], [r for _, r in results], interval_s=interval, now=now
+            )
+            outbox = done.outbox
+            # As in __call__: re-send the lane's head for a redelivered, recorded result.
+            again = [
+                result.run_id
+                for (message, result), recorded in zip(results, done.recorded, strict=True)
+                if not recorded and message.redelivered
+            ]
+            outbox.extend(await ledger.resend_heads(conn, again, now=now))
+        await outbox.publish(self._publisher, now=now)
+        count_notices(outbox.notices)
+        jobs = {notice.run_id: notice.job for notice in outbox.notices}
+        for (_, result), recorded in zip(results, done.recorded, strict=True):
+            if recorded:
+                RUN_SECONDS.labels(jobs[result.run_id]).observe(
+                    (result.finished_at - result.started_at).total_seconds()
+                )
+        await consumer.ack([message for message, _ in [*started, *results]])
+        return singles
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         key = message.routing_key

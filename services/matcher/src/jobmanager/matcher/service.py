@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core import metrics
 from jobmanager.core.broker import Publisher, connect
-from jobmanager.core.consumer import Consumer
+from jobmanager.core.consumer import BatchHandler, Consumer
 from jobmanager.core.topology import Topology
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.config import MatcherSettings
@@ -88,35 +88,32 @@ async def _run(
     log.info("catalogue loaded: %d enabled job(s)", len(holder.current.index))
 
     def consumer(
-        name: str, handler: Callable[[AbstractIncomingMessage], Awaitable[None]]
+        name: str,
+        handler: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        batch: BatchHandler | None = None,
     ) -> Consumer:
-        return Consumer(name, handler, publisher, transient=db.transient)
+        return Consumer(
+            name,
+            handler,
+            publisher,
+            transient=db.transient,
+            batch=batch if settings.batch_max > 1 else None,
+            max_batch=settings.batch_max,
+        )
 
+    events = EventsHandler(
+        engine,
+        publisher,
+        holder,
+        max_bytes=settings.event_max_bytes,
+        max_depth=settings.event_max_depth,
+    )
+    gate = GateHandler(engine, publisher, hold_max_s=settings.gate_hold_max_s)
+    results = ResultsHandler(engine, publisher, holder)
     consumers = [
-        (
-            consumer(
-                "events",
-                EventsHandler(
-                    engine,
-                    publisher,
-                    holder,
-                    max_bytes=settings.event_max_bytes,
-                    max_depth=settings.event_max_depth,
-                ),
-            ),
-            topology.events_queue,
-            settings.prefetch,
-        ),
-        (
-            consumer("gate", GateHandler(engine, publisher, hold_max_s=settings.gate_hold_max_s)),
-            topology.due_queue,
-            settings.gate_prefetch,
-        ),
-        (
-            consumer("results", ResultsHandler(engine, publisher, holder)),
-            topology.results_queue,
-            settings.prefetch,
-        ),
+        (consumer("events", events, events.batch), topology.events_queue, settings.prefetch),
+        (consumer("gate", gate, gate.batch), topology.due_queue, settings.gate_prefetch),
+        (consumer("results", results, results.batch), topology.results_queue, settings.prefetch),
     ]
 
     upkeep = Upkeep(settings, engine, connection, publisher, holder)
