@@ -164,6 +164,10 @@ class Consumer:
         REDELIVERIES.labels(self.name).inc(sum(1 for m in batch if m.redelivered))
         backoff = 0.05
         while True:
+            # A retried batch leaves out what its failed try already acked or parked.
+            batch = [m for m in batch if not m.processed]
+            if not batch:
+                return
             try:
                 self._hand_back(await handler(batch))
                 return

@@ -52,30 +52,29 @@ _LANES_OF = text("SELECT id, lane FROM runs WHERE id = ANY(CAST(:ids AS bigint[]
 _LOCK_RUNS = text(
     "SELECT * FROM runs WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE"
 )
-_NEXT_OF_LANES = text(
+# `lanes.advance` for many locked lanes in one statement: each lane's next queued run (an
+# Execute Now first, then enqueue order) becomes its head, with a new token, due at the
+# lane's slot (at once for an Execute Now); a lane with nothing queued becomes idle.
+_ADVANCE = text(
     """
-    SELECT l.name, n.id, n.execute_now_at
-    FROM unnest(CAST(:names AS text[])) AS l(name)
-    LEFT JOIN LATERAL (
-        SELECT r.id, r.execute_now_at FROM runs r
-        WHERE r.lane = l.name AND r.state = 'queued'
-        ORDER BY r.execute_now_at ASC NULLS LAST, r.id
-        LIMIT 1
-    ) AS n ON true
-    """
-)
-_SET_HEADS = text(
-    """
-    UPDATE lanes SET head_run_id = v.head
-    FROM unnest(CAST(:names AS text[]), CAST(:heads AS bigint[])) AS v(name, head)
-    WHERE lanes.name = v.name
-    """
-)
-_SCHEDULE = text(
-    """
-    UPDATE runs SET token = runs.token + 1, not_before = v.at
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)
-    WHERE runs.id = v.id
+    WITH nxt AS (
+        SELECT l.name, l.slot, n.id, n.execute_now_at
+        FROM unnest(CAST(:names AS text[]), CAST(:slots AS timestamptz[])) AS l(name, slot)
+        LEFT JOIN LATERAL (
+            SELECT r.id, r.execute_now_at FROM runs r
+            WHERE r.lane = l.name AND r.state = 'queued'
+            ORDER BY r.execute_now_at ASC NULLS LAST, r.id
+            LIMIT 1
+        ) AS n ON true
+    ), heads AS (
+        UPDATE lanes SET head_run_id = nxt.id FROM nxt WHERE lanes.name = nxt.name
+    )
+    UPDATE runs SET
+        token = runs.token + 1,
+        not_before = CASE WHEN nxt.execute_now_at IS NOT NULL
+                          THEN CAST(:now AS timestamptz) ELSE nxt.slot END
+    FROM nxt
+    WHERE runs.id = nxt.id
     RETURNING runs.*
     """
 )
@@ -204,20 +203,13 @@ async def _lock_runs(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Row
 
 
 async def _advance(conn: AsyncConnection, slots: dict[str, datetime], now: datetime) -> Outbox:
-    """`lanes.advance` for many locked lanes: each lane's next queued run becomes its head,
-    scheduled at the lane's slot (at once if an operator asked to execute it now)."""
+    """`lanes.advance` for many locked lanes (see `_ADVANCE`)."""
     if not slots:
         return Outbox()
     names = sorted(slots)
-    nxt = (await conn.execute(_NEXT_OF_LANES, {"names": names})).all()
-    await conn.execute(
-        _SET_HEADS, {"names": [row.name for row in nxt], "heads": [row.id for row in nxt]}
+    scheduled = await conn.execute(
+        _ADVANCE, {"names": names, "slots": [slots[n] for n in names], "now": now}
     )
-    due = [row for row in nxt if row.id is not None]
-    if not due:
-        return Outbox()
-    ats = [now if row.execute_now_at is not None else slots[row.name] for row in due]
-    scheduled = await conn.execute(_SCHEDULE, {"ids": [row.id for row in due], "ats": ats})
     return Outbox(requests=[lanes.request_for(run, now) for run in scheduled])
 
 

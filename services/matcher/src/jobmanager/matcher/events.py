@@ -121,9 +121,6 @@ class EventsHandler:
 
     async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
         """Many events in one transaction (see `jobmanager.store.bulk`)."""
-        messages = [m for m in messages if not m.processed]  # parked by an earlier try
-        if len(messages) == 1:
-            return messages
         accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
         catalogue = self._catalogue()
         for message in messages:

@@ -40,8 +40,9 @@ class GateHandler:
     async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
         """Many due requests in one transaction (see `jobmanager.store.bulk`). Those that came
         early are handed back, to be held one by one until their time."""
-        messages = [m for m in messages if not m.processed]  # parked by an earlier try
         if len(messages) == 1:
+            # One request costs the same either way, and the single path holds an early
+            # one without deciding twice.
             return messages
         valid = [(m, r) for m in messages if (r := await self._parse(m)) is not None]
         now = datetime.now(UTC)

@@ -37,9 +37,6 @@ class ResultsHandler:
     async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
         """Many starts and results in one transaction (see `jobmanager.store.bulk`).
         Executor reports and messages of other keys are handed back, one by one."""
-        messages = [m for m in messages if not m.processed]  # parked by an earlier try
-        if len(messages) == 1:
-            return messages
         started: list[tuple[AbstractIncomingMessage, RunStarted]] = []
         results: list[tuple[AbstractIncomingMessage, JobResult]] = []
         singles: list[AbstractIncomingMessage] = []
