@@ -241,7 +241,9 @@ async def enqueue_many(
                 "payload": event.document(),
                 "matched": len(planned),
             }
-            for event, planned in batch
+            # In key order: two batches inserting the same events wait for each other in
+            # the unique index in one order, so they cannot deadlock there.
+            for event, planned in sorted(batch, key=lambda item: (item[0].source, item[0].event_id))
         ],
     )
     pks = {(row.source, row.event_id): row.id for row in inserted}
