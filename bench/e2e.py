@@ -234,7 +234,7 @@ async def latency(
         raise MeasurementError(f"expected {count} latencies, found {len(values)}")
     stages = {
         "publish->matcher": median([float(r["to_matcher"]) for r in rows]),
-        "matcher->gate dispatch": median([float(r["to_dispatch"]) for r in rows]),
+        "received->dispatch": median([float(r["to_dispatch"]) for r in rows]),
         "dispatch->script start": median([float(r["to_start"]) for r in rows]),
     }
     return Latency(

@@ -7,6 +7,7 @@ import asyncio
 import random
 import signal
 import time
+from datetime import UTC, datetime
 
 import pytest
 from fault_kit import (
@@ -22,6 +23,8 @@ from fault_kit import (
 from sqlalchemy import func, select
 from stack import Stack
 
+from jobmanager.store import bulk
+from jobmanager.store.ledger import PlannedRun
 from jobmanager.store.models import Attempt, Run
 
 pytestmark = pytest.mark.fault
@@ -188,4 +191,37 @@ async def test_sigterm_lets_the_running_script_finish(fault_stack: Stack) -> Non
     assert await stack.depth(stack.topology.work_queue) == 0, "nothing given back to redeliver"
     report(
         "SIGTERM during a 2 s script", exit_code=code, result=run.result, attempts=1, redelivered=0
+    )
+
+
+@pytest.mark.stack(executors=1, concurrency=1)
+async def test_work_lost_after_a_dispatch_at_enqueue_is_sent_again(fault_stack: Stack) -> None:
+    """What a matcher leaves when it dies after committing an enqueue that dispatched its run
+    at once (JOBMANAGER_DIRECT_DISPATCH) and before publishing the work: the reaper sends
+    the work again once the dispatch grace (5 s here) has passed, and the script runs once."""
+    stack = fault_stack
+    job = noop(stack, lane="{{ data.lane }}")
+    await stack.add(job)
+    [event] = events_for(job, 1)
+    planned = PlannedRun(
+        job_id=None, job_name=job.name, script="noop", command="lost", lane="lane-0"
+    )
+    committed = time.monotonic()
+    async with stack.engine.begin() as conn:
+        now = datetime.now(UTC)
+        done = await bulk.enqueue_many(conn, [(event, [planned])], interval_s=0, now=now)
+        await bulk.dispatch_due(conn, done.outbox, now=now)
+    assert len(done.outbox.work) == 1, "dispatched in the enqueue's transaction"
+    # The work is never published, as if the process had died right after the commit.
+    [run] = await stack.ended(job, 1, timeout=30)
+    waited = time.monotonic() - committed
+    assert run.state == "succeeded"
+    assert waited >= 5, "re-sent only after the grace"
+    assert len(await stack.attempts(run.id)) == 1
+    report(
+        "work lost between a dispatch at enqueue and its publish",
+        runs=1,
+        lost=0,
+        duplicates=await duplicates(stack),
+        recovery_s=round(waited, 1),
     )

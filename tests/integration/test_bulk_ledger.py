@@ -479,6 +479,92 @@ async def test_a_result_for_another_attempt_changes_nothing(engine: AsyncEngine)
     assert await snapshot(engine) == before
 
 
+# -- dispatch_due -------------------------------------------------------------------------------
+
+
+async def test_due_heads_are_dispatched_in_the_transaction_that_scheduled_them(
+    engine: AsyncEngine,
+) -> None:
+    # Lane b finished a run at 1 s: with an interval of 5 s its next run is due at 6 s.
+    first = await enqueue_many(engine, [(event(), [plan("b")])], interval_s=5)
+    [sent] = await dispatch_all(engine, first.outbox.requests, T0)
+    await record_results(engine, [result(sent, 3, at_=at(1))], at(1), interval_s=5)
+    ev = event()
+
+    async def enqueue_and_dispatch(conn: AsyncConnection) -> Outbox:
+        done = await bulk.enqueue_many(
+            conn, [(ev, [plan("a"), plan(None), plan("b")])], interval_s=5, now=at(2)
+        )
+        await bulk.dispatch_due(conn, done.outbox, now=at(2))
+        return done.outbox
+
+    outbox = await tx(engine, enqueue_and_dispatch)
+    a, free, b = sorted(n.run_id for n in outbox.notices)
+    assert sorted(w.run_id for w in outbox.work) == [a, free]
+    assert all(w.event == ev.document() and w.token == 1 for w in outbox.work)
+    assert [(r.run_id, r.not_before) for r in outbox.requests] == [(b, at(6))], "not due yet"
+    assert [(await run_row(engine, i)).state for i in (a, free, b)] == [
+        "dispatched",
+        "dispatched",
+        "queued",
+    ]
+    assert {(t.run_id, t.dispatched_at) for t in await attempt_rows(engine)} >= {
+        (a, at(2)),
+        (free, at(2)),
+    }
+    # A request for a run dispatched this way (a redelivery's re-send, say) is dropped.
+    assert [decided(d) for d in await gate_many(engine, outbox.work, at(3))] == [
+        ("stale", "the run is dispatched"),
+        ("stale", "the run is dispatched"),
+    ]
+
+
+async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
+    engine: AsyncEngine, reference: AsyncEngine
+) -> None:
+    """Enqueue and results with `dispatch_due` in their transaction, against the same steps
+    with the gate dispatching the due requests right after, at the same instant: the same
+    database and the same work for the executors."""
+    events = [
+        (event(), [plan("a"), plan("a"), plan(None)]),
+        (event(), [plan("b", max_attempts=2), plan("c", max_attempts=2, retry_backoff_s=9)]),
+    ]
+
+    async def at_once(conn: AsyncConnection, step: Callable[..., Awaitable[Any]]) -> Outbox:
+        outbox: Outbox = (await step(conn)).outbox
+        await bulk.dispatch_due(conn, outbox, now=now)
+        return outbox
+
+    async def through_gate(step: Callable[..., Awaitable[Any]]) -> Outbox:
+        outbox: Outbox = (await tx(reference, step)).outbox
+        due = [r for r in outbox.requests if r.not_before <= now]
+        decisions = await tx(reference, lambda c: bulk.gate_many(c, due, now=now))
+        work = [d.request for d in decisions if isinstance(d, Dispatch)]
+        assert len(work) == len(due)
+        rest = [r for r in outbox.requests if r.not_before > now]
+        return Outbox(requests=rest, notices=outbox.notices, work=work)
+
+    async def both(step: Callable[..., Awaitable[Any]]) -> list[JobRequest]:
+        direct = await tx(engine, lambda c: at_once(c, step))
+        gated = await through_gate(step)
+        same_messages(direct.work, gated.work)
+        same_messages(direct.requests, gated.requests)
+        same_messages(direct.notices, gated.notices)
+        return direct.work
+
+    now = at(1)
+    work = await both(lambda c: bulk.enqueue_many(c, events, interval_s=0, now=now))
+    assert len(work) == 4, "a, the run without a lane, b and c"
+    now = at(2)
+    # a's first run succeeds (its next is due at once), b and c fail with an attempt left
+    # (b is due again at once, c after its backoff), the run without a lane fails for good.
+    codes = {w.lane: 3 if w.lane == "a" else 2 for w in work}
+    reports = [result(w, codes[w.lane], at_=at(2)) for w in work]
+    work = await both(lambda c: bulk.record_results(c, reports, interval_s=0, now=now))
+    assert sorted((w.lane, w.attempt) for w in work) == [("a", 1), ("b", 2)]
+    assert await snapshot(engine) == await snapshot(reference)
+
+
 # -- equivalence with the single-message ledger ---------------------------------------------------
 
 

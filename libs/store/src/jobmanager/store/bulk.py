@@ -334,6 +334,26 @@ async def _dispatch(
     ]
 
 
+async def dispatch_due(conn: AsyncConnection, outbox: Outbox, *, now: datetime) -> None:
+    """Dispatch the outbox's requests that are due now in the caller's transaction, instead
+    of sending them to the gate: they move from `outbox.requests` to `outbox.work`.
+
+    Only for the outbox of a transition that scheduled those runs in this transaction
+    (enqueue, a result), which therefore holds their lanes' and their rows' locks and knows
+    them to be their lanes' heads with the current token: the gate's checks hold by
+    construction. The runs skip a queue hop and the gate's transaction. Should the process
+    die between the commit and the publish, the reaper re-sends the work after
+    `JOBMANAGER_DISPATCH_GRACE_S`, as for a dispatch of the gate.
+    """
+    # Run id -> index of its request (a transition schedules each run once).
+    due = {r.run_id: i for i, r in enumerate(outbox.requests) if r.not_before <= now}
+    if not due:
+        return
+    outbox.work += [request for _, request in sorted(await _dispatch(conn, due, now))]
+    sent = set(due.values())
+    outbox.requests = [r for i, r in enumerate(outbox.requests) if i not in sent]
+
+
 async def record_started_many(
     conn: AsyncConnection, started: Sequence[RunStarted], *, now: datetime
 ) -> Outbox:

@@ -12,14 +12,18 @@ from jobmanager.core.messages import JobRequest, RunNotice
 
 @dataclass
 class Outbox:
-    """Requests for the gate and notices for the runs exchange, published after commit."""
+    """Requests for the gate, work for the executors (runs dispatched in the same
+    transaction, see `bulk.dispatch_due`) and notices for the runs exchange, published after
+    commit."""
 
     requests: list[JobRequest] = field(default_factory=list)
     notices: list[RunNotice] = field(default_factory=list)
+    work: list[JobRequest] = field(default_factory=list)
 
     def extend(self, other: Outbox) -> None:
         self.requests += other.requests
         self.notices += other.notices
+        self.work += other.work
 
     async def publish(self, publisher: Publisher, *, now: datetime) -> None:
         """Publish everything, all in flight at once; returns when the broker confirmed all.
@@ -27,12 +31,15 @@ class Outbox:
         The caller acks its input only after this returns: if it raises, the input is
         redelivered and the ledger's checks make the repeat harmless.
         """
-        runs_exchange = publisher.topology.runs_exchange
+        topology = publisher.topology
         await asyncio.gather(
             *(publisher.schedule(request, now) for request in self.requests),
             # Notices are for whoever listens; with no subscriber bound they go nowhere.
+            # They go out before the work on the one channel, so a run's `queued` notice
+            # is routed before its executor can report anything.
             *(
-                publisher.publish(runs_exchange, n.routing_key, n, mandatory=False)
+                publisher.publish(topology.runs_exchange, n.routing_key, n, mandatory=False)
                 for n in self.notices
             ),
+            *(publisher.publish("", topology.work_queue, request) for request in self.work),
         )

@@ -14,6 +14,10 @@ class MatcherSettings(DatabaseSettings):
     # Messages the events, gate and results consumers apply in one transaction; 1 turns
     # batching off (one transaction per message).
     batch_max: int = Field(default=100, ge=1)
+    # Runs due at once are dispatched in the transaction that made them their lane's head
+    # (enqueue, a result) instead of through the gate: one queue hop and one transaction
+    # fewer per run. Off: every run goes through the gate.
+    direct_dispatch: bool = True
     # The gate holds early requests unacked while it waits: it needs room for many lanes.
     gate_prefetch: int = Field(default=2000, ge=1)
     gate_hold_max_s: float = Field(default=5.0, gt=0)

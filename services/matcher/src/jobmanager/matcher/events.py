@@ -20,7 +20,7 @@ from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.matcher.catalogue import Catalogue
-from jobmanager.matcher.metrics import EVENTS, count_notices
+from jobmanager.matcher.metrics import EVENTS, count_notices, observe_dispatched
 from jobmanager.store import bulk, ledger
 from jobmanager.store.ledger import PlannedRun
 
@@ -96,8 +96,10 @@ class EventsHandler:
         *,
         max_bytes: int,
         max_depth: int,
+        direct_dispatch: bool = True,
     ) -> None:
         self._engine = engine
+        self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
         self._max_bytes = max_bytes
@@ -136,12 +138,15 @@ class EventsHandler:
                 interval_s=catalogue.interval_s,
                 now=now,
             )
+            if self._direct_dispatch:
+                await bulk.dispatch_due(conn, done.outbox, now=now)
             for (message, event, _), recorded in zip(accepted, done.recorded, strict=True):
                 if not recorded and message.redelivered:  # as in __call__
                     runs = await ledger.runs_of_event(conn, event)
                     done.outbox.extend(await ledger.resend_heads(conn, runs, now=now))
         await done.outbox.publish(self._publisher, now=now)
         count_notices(done.outbox.notices)
+        observe_dispatched(done.outbox.work, now)
         for (_, event, planned), recorded in zip(accepted, done.recorded, strict=True):
             self._count(event, planned, duplicate=not recorded)
         await consumer.ack([message for message, _, _ in accepted])
@@ -178,6 +183,8 @@ class EventsHandler:
                 conn, event=event, planned=planned, interval_s=catalogue.interval_s, now=now
             )
             duplicate = outbox is None
+            if outbox is not None and self._direct_dispatch:
+                await bulk.dispatch_due(conn, outbox, now=now)
             if outbox is None and message.redelivered:
                 # Recorded by an earlier delivery that may have died before publishing its
                 # lanes' requests; re-sending them is harmless (the gate takes a token once).
@@ -186,6 +193,7 @@ class EventsHandler:
         if outbox is not None:
             await outbox.publish(self._publisher, now=now)
             count_notices(outbox.notices if not duplicate else [])
+            observe_dispatched(outbox.work, now)
         self._count(event, planned, duplicate=duplicate)
         await message.ack()
 

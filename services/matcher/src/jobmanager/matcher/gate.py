@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
-from jobmanager.matcher.metrics import DISPATCH_LAG
+from jobmanager.matcher.metrics import observe_dispatched
 from jobmanager.store import bulk, ledger
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class GateHandler:
         return early
 
     async def _send(self, request: JobRequest, decision: ledger.Dispatch, now: datetime) -> None:
-        DISPATCH_LAG.observe(max(0.0, (now - request.not_before).total_seconds()))
+        observe_dispatched([request], now)
         await self._publisher.publish("", self._publisher.topology.work_queue, decision.request)
         log.debug(
             "dispatched run %d attempt %d",

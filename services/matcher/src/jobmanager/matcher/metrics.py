@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import Counter, Gauge, Histogram
 
-from jobmanager.core.messages import RunNotice
+from jobmanager.core.messages import JobRequest, RunNotice
 
 EVENTS = Counter("jobmanager_events", "Events by outcome", ["outcome"])
 # `job_name`, not `job`: Prometheus keeps `job` for the scrape job.
@@ -17,10 +19,15 @@ RUN_SECONDS = Histogram(
 )
 DISPATCH_LAG = Histogram(
     "jobmanager_dispatch_lag_seconds",
-    "How late the gate dispatches a run after its due time",
+    "How late a run is dispatched after its due time",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
 )
 LANE_BACKLOG = Gauge("jobmanager_lane_backlog", "Runs waiting in the queue")
+
+
+def observe_dispatched(work: list[JobRequest], now: datetime) -> None:
+    for request in work:
+        DISPATCH_LAG.observe(max(0.0, (now - request.not_before).total_seconds()))
 
 
 def count_notices(notices: list[RunNotice]) -> None:

@@ -19,7 +19,7 @@ from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
-from jobmanager.matcher.metrics import RUN_SECONDS, count_notices
+from jobmanager.matcher.metrics import RUN_SECONDS, count_notices, observe_dispatched
 from jobmanager.store import bulk, executors, ledger
 from jobmanager.store.outbox import Outbox
 
@@ -28,9 +28,15 @@ log = logging.getLogger(__name__)
 
 class ResultsHandler:
     def __init__(
-        self, engine: AsyncEngine, publisher: Publisher, catalogue: Callable[[], Catalogue]
+        self,
+        engine: AsyncEngine,
+        publisher: Publisher,
+        catalogue: Callable[[], Catalogue],
+        *,
+        direct_dispatch: bool = True,
     ) -> None:
         self._engine = engine
+        self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
 
@@ -60,6 +66,8 @@ class ResultsHandler:
                 conn, [s for _, s in started], [r for _, r in results], interval_s=interval, now=now
             )
             outbox = done.outbox
+            if self._direct_dispatch:
+                await bulk.dispatch_due(conn, outbox, now=now)
             # As in __call__: re-send the lane's head for a redelivered, recorded result.
             again = [
                 result.run_id
@@ -69,6 +77,7 @@ class ResultsHandler:
             outbox.extend(await ledger.resend_heads(conn, again, now=now))
         await outbox.publish(self._publisher, now=now)
         count_notices(outbox.notices)
+        observe_dispatched(outbox.work, now)
         jobs = {notice.run_id: notice.job for notice in outbox.notices}
         for (_, result), recorded in zip(results, done.recorded, strict=True):
             if recorded:
@@ -97,6 +106,8 @@ class ResultsHandler:
                 interval = self._catalogue().interval_s
                 async with self._engine.begin() as conn:
                     outbox = await ledger.record_result(conn, result, interval_s=interval, now=now)
+                    if self._direct_dispatch:
+                        await bulk.dispatch_due(conn, outbox, now=now)
                     if not outbox.notices and message.redelivered:
                         # Recorded by an earlier delivery that may have died before
                         # publishing the lane's next request.
@@ -120,4 +131,5 @@ class ResultsHandler:
             return
         await outbox.publish(self._publisher, now=now)
         count_notices(outbox.notices)
+        observe_dispatched(outbox.work, now)
         await message.ack()

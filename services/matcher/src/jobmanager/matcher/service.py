@@ -107,9 +107,10 @@ async def _run(
         holder,
         max_bytes=settings.event_max_bytes,
         max_depth=settings.event_max_depth,
+        direct_dispatch=settings.direct_dispatch,
     )
     gate = GateHandler(engine, publisher, hold_max_s=settings.gate_hold_max_s)
-    results = ResultsHandler(engine, publisher, holder)
+    results = ResultsHandler(engine, publisher, holder, direct_dispatch=settings.direct_dispatch)
     consumers = [
         (consumer("events", events, events.batch), topology.events_queue, settings.prefetch),
         (consumer("gate", gate, gate.batch), topology.due_queue, settings.gate_prefetch),
