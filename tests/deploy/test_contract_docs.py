@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import yaml
 from deployfiles import ROOT
@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from jobmanager.cli import asyncapi, reference
 from jobmanager.cli.main import app
-from jobmanager.core.messages import ExecutorReport, RunState
+from jobmanager.core.messages import ExecutorReport
 from jobmanager.core.topology import Topology
 
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
@@ -87,7 +87,14 @@ def test_the_asyncapi_document_names_the_topology_and_resolves() -> None:
         if c["bindings"]["amqp"].get("exchange", {}).get("name") == t.results_exchange
     }
     assert result_keys == {"run.started", "run.succeeded", "run.failed", ExecutorReport.routing_key}
-    assert channels["runs"]["parameters"]["state"]["enum"] == list(get_args(RunState))
+    # The specification's routing keys of the runs exchange.
+    assert channels["runs"]["parameters"]["change"]["enum"] == [
+        "queued",
+        "started",
+        "succeeded",
+        "failed",
+        "removed",
+    ]
     for model in asyncapi.MODELS:
         assert model.__name__ in document["components"]["schemas"]
     for channel in channels.values():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from importlib.metadata import version
-from typing import Any, get_args
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from jobmanager.core import delays
 from jobmanager.core.messages import (
+    NOTICE_KEYS,
     ControlMessage,
     Event,
     ExecutorReport,
@@ -29,7 +30,6 @@ from jobmanager.core.messages import (
     JobResult,
     RunNotice,
     RunStarted,
-    RunState,
 )
 from jobmanager.core.topology import ERROR_HEADER, WORK_DELIVERY_LIMIT, Topology
 
@@ -144,7 +144,7 @@ def _message_key(name: str) -> str:
 
 
 def _channels(t: Topology) -> dict[str, Any]:
-    states = list(get_args(RunState))
+    changes = [key.removeprefix("run.") for key in NOTICE_KEYS.values()]
     results = t.results_exchange
     return {
         "events": _channel(
@@ -235,12 +235,13 @@ def _channels(t: Topology) -> dict[str, Any]:
             ["RunStarted", "JobResult", "ExecutorReport"],
         ),
         "runs": _channel(
-            "run.{state}",
+            "run.{change}",
             f"`{t.runs_exchange}` topic exchange: every state change of a run, for "
-            "integrations. Published without `mandatory`: nobody has to listen.",
+            "integrations (`run.started`: the run is running). Published without "
+            "`mandatory`: nobody has to listen.",
             _exchange(t.runs_exchange, "topic"),
             ["RunNotice"],
-            {"state": {"enum": states, "description": "The run's new state."}},
+            {"change": {"enum": changes, "description": "What happened to the run."}},
         ),
         "control": _channel(
             None,

@@ -112,8 +112,20 @@ class ExecutorReport(Message):
 RunState = Literal["queued", "dispatched", "running", "succeeded", "failed", "removed"]
 
 
+# The runs exchange's routing key per state a notice announces (the specification's names:
+# a run that became `running` is announced as `run.started`). No notice announces `dispatched`.
+NOTICE_KEYS: dict[str, str] = {
+    "queued": "run.queued",
+    "running": "run.started",
+    "succeeded": "run.succeeded",
+    "failed": "run.failed",
+    "removed": "run.removed",
+}
+
+
 class RunNotice(Message):
-    """Published on the runs exchange (`run.<state>`) for integrations."""
+    """Published on the runs exchange for integrations: `run.queued`, `run.started` (the
+    run is running), `run.succeeded`, `run.failed`, `run.removed`."""
 
     run_id: int
     state: RunState
@@ -127,7 +139,7 @@ class RunNotice(Message):
 
     @property
     def routing_key(self) -> str:
-        return f"run.{self.state}"
+        return NOTICE_KEYS[self.state]
 
 
 class ControlMessage(Message):
