@@ -492,10 +492,10 @@ async def test_due_heads_are_dispatched_in_the_transaction_that_scheduled_them(
     ev = event()
 
     async def enqueue_and_dispatch(conn: AsyncConnection) -> Outbox:
+        planned = [plan("a"), plan(None), plan("b")]
         done = await bulk.enqueue_many(
-            conn, [(ev, [plan("a"), plan(None), plan("b")])], interval_s=5, now=at(2)
+            conn, [(ev, planned)], interval_s=5, now=at(2), dispatch=True
         )
-        await bulk.dispatch_due(conn, done.outbox, now=at(2))
         return done.outbox
 
     outbox = await tx(engine, enqueue_and_dispatch)
@@ -522,21 +522,17 @@ async def test_due_heads_are_dispatched_in_the_transaction_that_scheduled_them(
 async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
     engine: AsyncEngine, reference: AsyncEngine
 ) -> None:
-    """Enqueue and results with `dispatch_due` in their transaction, against the same steps
-    with the gate dispatching the due requests right after, at the same instant: the same
-    database and the same work for the executors."""
+    """Enqueue and results that dispatch (`dispatch=True`), against the same steps without,
+    followed by the gate dispatching the due requests at the same instant: the same database
+    and the same work for the executors. Then the outbox of a single-message transition
+    through `dispatch_due`, the same way."""
     events = [
-        (event(), [plan("a"), plan("a"), plan(None)]),
+        (event(), [plan("a"), plan("a"), plan("a"), plan(None)]),
         (event(), [plan("b", max_attempts=2), plan("c", max_attempts=2, retry_backoff_s=9)]),
     ]
 
-    async def at_once(conn: AsyncConnection, step: Callable[..., Awaitable[Any]]) -> Outbox:
-        outbox: Outbox = (await step(conn)).outbox
-        await bulk.dispatch_due(conn, outbox, now=now)
-        return outbox
-
     async def through_gate(step: Callable[..., Awaitable[Any]]) -> Outbox:
-        outbox: Outbox = (await tx(reference, step)).outbox
+        outbox: Outbox = (await tx(reference, partial(step, dispatch=False))).outbox
         due = [r for r in outbox.requests if r.not_before <= now]
         decisions = await tx(reference, lambda c: bulk.gate_many(c, due, now=now))
         work = [d.request for d in decisions if isinstance(d, Dispatch)]
@@ -545,7 +541,7 @@ async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
         return Outbox(requests=rest, notices=outbox.notices, work=work)
 
     async def both(step: Callable[..., Awaitable[Any]]) -> list[JobRequest]:
-        direct = await tx(engine, lambda c: at_once(c, step))
+        direct: Outbox = (await tx(engine, partial(step, dispatch=True))).outbox
         gated = await through_gate(step)
         same_messages(direct.work, gated.work)
         same_messages(direct.requests, gated.requests)
@@ -553,15 +549,29 @@ async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
         return direct.work
 
     now = at(1)
-    work = await both(lambda c: bulk.enqueue_many(c, events, interval_s=0, now=now))
+    work = await both(partial(bulk.enqueue_many, batch=events, interval_s=0, now=now))
     assert len(work) == 4, "a, the run without a lane, b and c"
     now = at(2)
     # a's first run succeeds (its next is due at once), b and c fail with an attempt left
     # (b is due again at once, c after its backoff), the run without a lane fails for good.
     codes = {w.lane: 3 if w.lane == "a" else 2 for w in work}
     reports = [result(w, codes[w.lane], at_=at(2)) for w in work]
-    work = await both(lambda c: bulk.record_results(c, reports, interval_s=0, now=now))
+    work = await both(partial(bulk.record_results, results=reports, interval_s=0, now=now))
     assert sorted((w.lane, w.attempt) for w in work) == [("a", 1), ("b", 2)]
+    assert await snapshot(engine) == await snapshot(reference)
+
+    # The single-message ledger's outbox, dispatched by `dispatch_due` in its transaction.
+    [second_a] = [w for w in work if w.lane == "a"]
+    now = at(3)
+    report = result(second_a, 3, at_=at(3))
+
+    async def single(conn: AsyncConnection, *, dispatch: bool) -> Any:
+        outbox = await ledger.record_result(conn, report, interval_s=0, now=now)
+        if dispatch:
+            await bulk.dispatch_due(conn, outbox, now=now)
+        return bulk.Recorded(outbox=outbox)
+
+    assert [w.lane for w in await both(single)] == ["a"], "a's third run"
     assert await snapshot(engine) == await snapshot(reference)
 
 

@@ -48,17 +48,29 @@ _LOCK_LANES = text(
     'SELECT * FROM lanes WHERE name = ANY(CAST(:names AS text[])) ORDER BY name COLLATE "C" '
     "FOR UPDATE"
 )
-_LANES_OF = text("SELECT id, lane FROM runs WHERE id = ANY(CAST(:ids AS bigint[]))")
+# The lanes of these runs, locked in the lock order (a run's lane never changes, so it is
+# read without locking the run).
+_LOCK_LANES_OF_RUNS = text(
+    """
+    SELECT * FROM lanes
+    WHERE name IN (SELECT lane FROM runs WHERE id = ANY(CAST(:ids AS bigint[])))
+    ORDER BY name COLLATE "C" FOR UPDATE
+    """
+)
 _LOCK_RUNS = text(
     "SELECT * FROM runs WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE"
 )
 # `lanes.advance` for many locked lanes in one statement: each lane's next queued run (an
 # Execute Now first, then enqueue order) becomes its head, with a new token, due at the
-# lane's slot (at once for an Execute Now); a lane with nothing queued becomes idle.
+# lane's slot (at once for an Execute Now); a lane with nothing queued becomes idle. With
+# `dispatch`, a new head due now is dispatched as well (`dispatch_due`, in the same
+# statement): its attempt is opened and its event returned for the work request.
 _ADVANCE = text(
     """
     WITH nxt AS (
-        SELECT l.name, l.slot, n.id, n.execute_now_at
+        SELECT l.name, n.id,
+               CASE WHEN n.execute_now_at IS NOT NULL
+                    THEN CAST(:now AS timestamptz) ELSE l.slot END AS due
         FROM unnest(CAST(:names AS text[]), CAST(:slots AS timestamptz[])) AS l(name, slot)
         LEFT JOIN LATERAL (
             SELECT r.id, r.execute_now_at FROM runs r
@@ -68,16 +80,25 @@ _ADVANCE = text(
         ) AS n ON true
     ), heads AS (
         UPDATE lanes SET head_run_id = nxt.id FROM nxt WHERE lanes.name = nxt.name
+    ), moved AS (
+        UPDATE runs SET
+            token = runs.token + 1,
+            not_before = nxt.due,
+            state = CASE WHEN :dispatch AND nxt.due <= :now THEN 'dispatched' ELSE runs.state END,
+            dispatched_at = CASE WHEN :dispatch AND nxt.due <= :now
+                                 THEN CAST(:now AS timestamptz) ELSE runs.dispatched_at END
+        FROM nxt
+        WHERE runs.id = nxt.id
+        RETURNING runs.*
+    ), opened AS (
+        INSERT INTO attempts (run_id, attempt, dispatched_at)
+        SELECT id, attempt, dispatched_at FROM moved WHERE state = 'dispatched'
+        ON CONFLICT (run_id, attempt) DO UPDATE SET dispatched_at = excluded.dispatched_at
     )
-    UPDATE runs SET
-        token = runs.token + 1,
-        not_before = CASE WHEN nxt.execute_now_at IS NOT NULL
-                          THEN CAST(:now AS timestamptz) ELSE nxt.slot END
-    FROM nxt
-    WHERE runs.id = nxt.id
-    RETURNING runs.*
+    SELECT moved.*, CASE WHEN moved.state = 'dispatched' THEN e.payload END AS payload
+    FROM moved LEFT JOIN events e ON e.id = moved.event_pk
     """
-)
+).columns(payload=JSONB)
 _DISPATCH = text(
     """
     UPDATE runs SET state = 'dispatched', dispatched_at = :now
@@ -126,19 +147,22 @@ _RESULT_COLUMNS = """
     AS v(id, attempt, retry, state, not_before, started_at, finished_at, result, feedback,
          executor, output_tail)
 """
-# (The f-strings below join constant SQL; no value is formatted into a statement.)
-_RESULT_ATTEMPTS = text(
+# The attempts, the runs and their lanes' last finish, in one statement (the f-string joins
+# constant SQL; no value is formatted into it).
+_RESULTS = text(
     f"""
-    UPDATE attempts SET
-        started_at = coalesce(attempts.started_at, v.started_at),
-        finished_at = v.finished_at, result = v.result, feedback = v.feedback,
-        executor = v.executor, output_tail = v.output_tail
-    FROM {_RESULT_COLUMNS}
-    WHERE attempts.run_id = v.id AND attempts.attempt = v.attempt
-    """  # noqa: S608
-)
-_RESULT_RUNS = text(
-    f"""
+    WITH v AS (SELECT * FROM {_RESULT_COLUMNS}), tried AS (
+        UPDATE attempts SET
+            started_at = coalesce(attempts.started_at, v.started_at),
+            finished_at = v.finished_at, result = v.result, feedback = v.feedback,
+            executor = v.executor, output_tail = v.output_tail
+        FROM v
+        WHERE attempts.run_id = v.id AND attempts.attempt = v.attempt
+    ), finished AS (
+        UPDATE lanes SET last_finished_at = f.at
+        FROM unnest(CAST(:lanes AS text[]), CAST(:lanes_at AS timestamptz[])) AS f(name, at)
+        WHERE lanes.name = f.name
+    )
     UPDATE runs SET
         state = v.state,
         attempt = CASE WHEN v.retry THEN runs.attempt + 1 ELSE runs.attempt END,
@@ -150,17 +174,10 @@ _RESULT_RUNS = text(
         started_at = coalesce(runs.started_at, v.started_at),
         result = v.result, feedback = v.feedback, executor = v.executor,
         output_tail = v.output_tail
-    FROM {_RESULT_COLUMNS}
+    FROM v
     WHERE runs.id = v.id
     RETURNING runs.*
     """  # noqa: S608
-)
-_LANES_FINISHED = text(
-    """
-    UPDATE lanes SET last_finished_at = v.at
-    FROM unnest(CAST(:names AS text[]), CAST(:ats AS timestamptz[])) AS v(name, at)
-    WHERE lanes.name = v.name
-    """
 )
 
 
@@ -202,15 +219,24 @@ async def _lock_runs(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Row
     return {row.id: row for row in await conn.execute(_LOCK_RUNS, {"ids": wanted})}
 
 
-async def _advance(conn: AsyncConnection, slots: dict[str, datetime], now: datetime) -> Outbox:
-    """`lanes.advance` for many locked lanes (see `_ADVANCE`)."""
+async def _advance(
+    conn: AsyncConnection, slots: dict[str, datetime], now: datetime, *, dispatch: bool
+) -> Outbox:
+    """`lanes.advance` for many locked lanes (see `_ADVANCE`); with `dispatch`, the new heads
+    due now are dispatched at once, as `dispatch_due` would."""
+    outbox = Outbox()
     if not slots:
-        return Outbox()
+        return outbox
     names = sorted(slots)
-    scheduled = await conn.execute(
-        _ADVANCE, {"names": names, "slots": [slots[n] for n in names], "now": now}
-    )
-    return Outbox(requests=[lanes.request_for(run, now) for run in scheduled])
+    params = {"names": names, "slots": [slots[n] for n in names], "now": now, "dispatch": dispatch}
+    for run in await conn.execute(_ADVANCE, params):
+        if run.state == "dispatched":
+            outbox.work.append(
+                lanes.request_for(run, now).model_copy(update={"event": run.payload})
+            )
+        else:
+            outbox.requests.append(lanes.request_for(run, now))
+    return outbox
 
 
 # -- the lifecycle ---------------------------------------------------------------------------
@@ -222,8 +248,10 @@ async def enqueue_many(
     *,
     interval_s: float,
     now: datetime,
+    dispatch: bool = False,
 ) -> Enqueued:
-    """`ledger.enqueue` for a batch of events: record each new one and create its runs."""
+    """`ledger.enqueue` for a batch of events: record each new one and create its runs.
+    With `dispatch`, the runs due at once are dispatched too (see `dispatch_due`)."""
     done = Enqueued(recorded=[False] * len(batch))
     if not batch:
         return done
@@ -273,7 +301,9 @@ async def enqueue_many(
         for name, lane in locked.items()
         if lane.head_run_id is None
     }
-    outbox.extend(await _advance(conn, idle, now))
+    outbox.extend(await _advance(conn, idle, now, dispatch=dispatch))
+    if dispatch:
+        await dispatch_due(conn, outbox, now=now)  # the runs without a lane
     return done
 
 
@@ -362,11 +392,18 @@ async def record_started_many(
 
 
 async def record_results(
-    conn: AsyncConnection, results: Sequence[JobResult], *, interval_s: float, now: datetime
+    conn: AsyncConnection,
+    results: Sequence[JobResult],
+    *,
+    interval_s: float,
+    now: datetime,
+    dispatch: bool = False,
 ) -> Recorded:
     """`ledger.record_result` for a batch: record each attempt's result, retry or end its
     run, and move the lanes whose run ended on to their next run."""
-    return await record_reports(conn, [], results, interval_s=interval_s, now=now)
+    return await record_reports(
+        conn, [], results, interval_s=interval_s, now=now, dispatch=dispatch
+    )
 
 
 async def record_reports(
@@ -376,18 +413,22 @@ async def record_reports(
     *,
     interval_s: float,
     now: datetime,
+    dispatch: bool = False,
 ) -> Recorded:
     """What executors reported, in one transaction: the starts, then the results
-    (`recorded` is per result). The lanes and runs of both are locked first, together."""
+    (`recorded` is per result). The lanes and runs of both are locked first, together.
+    With `dispatch`, the lanes' next runs due at once and the retries due at once are
+    dispatched too (see `dispatch_due`)."""
     done = Recorded(recorded=[False] * len(results))
     ids = sorted({s.run_id for s in started} | {r.run_id for r in results})
     if not ids:
         return done
-    lane_of = {row.id: row.lane for row in await conn.execute(_LANES_OF, {"ids": ids})}
-    locked_lanes = await _lock_lanes(conn, lane_of.values())
-    locked = await _lock_runs(conn, lane_of)
+    locked_lanes = {r.name: r for r in await conn.execute(_LOCK_LANES_OF_RUNS, {"ids": ids})}
+    locked = await _lock_runs(conn, ids)
     done.outbox.notices += await _apply_started(conn, started, locked, now)
-    await _apply_results(conn, results, locked, locked_lanes, done, interval_s, now)
+    await _apply_results(conn, results, locked, locked_lanes, done, interval_s, now, dispatch)
+    if dispatch:
+        await dispatch_due(conn, done.outbox, now=now)  # the retries
     return done
 
 
@@ -427,6 +468,7 @@ async def _apply_results(
     done: Recorded,
     interval_s: float,
     now: datetime,
+    dispatch: bool,
 ) -> None:
     """Record the results of the runs' active attempts (the first of duplicates), retry or
     end the runs, and move the lanes whose run ended on; into `done`."""
@@ -476,25 +518,21 @@ async def _apply_results(
         "executors": [r["executor"] for r in rows],
         "tails": [r["tail"] for r in rows],
     }
-    await conn.execute(_RESULT_ATTEMPTS, params)
-    changed = (await conn.execute(_RESULT_RUNS, params)).all()
-    outbox = done.outbox
-    slots: dict[str, datetime] = {}
+    # A lane has one active run, so at most one recorded result per lane.
     finished_in: dict[str, datetime] = {}
+    slots: dict[str, datetime] = {}
+    for r in rows:
+        lane = locked[r["id"]].lane
+        if lane is not None and lane in locked_lanes:
+            finished_in[lane] = r["finished"]
+            if not r["retry"]:
+                slots[lane] = max(r["finished"] + timedelta(seconds=interval_s), now)
+    params["lanes"] = sorted(finished_in)
+    params["lanes_at"] = [finished_in[n] for n in params["lanes"]]
+    outbox = done.outbox
     retried = {r["id"] for r in rows if r["retry"]}
-    finished_at = {r["id"]: r["finished"] for r in rows}
-    for run in changed:
+    for run in await conn.execute(_RESULTS, params):
         outbox.notices.append(lanes.notice_for(run, run.state, now))
         if run.id in retried:
             outbox.requests.append(lanes.request_for(run, now))
-        if run.lane is not None and run.lane in locked_lanes:
-            finished_in[run.lane] = finished_at[run.id]
-            if run.id not in retried:
-                slot = finished_at[run.id] + timedelta(seconds=interval_s)
-                slots[run.lane] = max(slot, now)
-    if finished_in:
-        names = sorted(finished_in)
-        await conn.execute(
-            _LANES_FINISHED, {"names": names, "ats": [finished_in[n] for n in names]}
-        )
-    outbox.extend(await _advance(conn, slots, now))
+    outbox.extend(await _advance(conn, slots, now, dispatch=dispatch))

@@ -39,15 +39,18 @@ def create_engine(
     pool_size: int = 10,
     connect_timeout: float = 10.0,
     command_timeout: float | None = 60.0,
+    pre_ping: bool = True,
 ) -> AsyncEngine:
     """An engine for our driver. `command_timeout` bounds every statement, so that a database
     that stops answering mid-connection gives an error (waited out or answered 503) instead
-    of a request or a consumer hanging for ever."""
+    of a request or a consumer hanging for ever. `pre_ping` tests a pooled connection with a
+    round trip before each use; without it, the first use of a connection that died (a
+    database restart) fails with a transient error, for callers that retry those anyway."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=connect_timeout,
         connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )

@@ -137,9 +137,8 @@ class EventsHandler:
                 [(event, planned) for _, event, planned in accepted],
                 interval_s=catalogue.interval_s,
                 now=now,
+                dispatch=self._direct_dispatch,
             )
-            if self._direct_dispatch:
-                await bulk.dispatch_due(conn, done.outbox, now=now)
             for (message, event, _), recorded in zip(accepted, done.recorded, strict=True):
                 if not recorded and message.redelivered:  # as in __call__
                     runs = await ledger.runs_of_event(conn, event)

@@ -63,11 +63,14 @@ class ResultsHandler:
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
             done = await bulk.record_reports(
-                conn, [s for _, s in started], [r for _, r in results], interval_s=interval, now=now
+                conn,
+                [s for _, s in started],
+                [r for _, r in results],
+                interval_s=interval,
+                now=now,
+                dispatch=self._direct_dispatch,
             )
             outbox = done.outbox
-            if self._direct_dispatch:
-                await bulk.dispatch_due(conn, outbox, now=now)
             # As in __call__: re-send the lane's head for a redelivered, recorded result.
             again = [
                 result.run_id

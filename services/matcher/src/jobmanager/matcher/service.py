@@ -66,7 +66,11 @@ async def serve(settings: MatcherSettings, *, stop: asyncio.Event | None = None)
     topology = Topology.from_settings(settings)
     await db.check(settings.database_url)
     metrics.serve(settings.metrics_port)
-    engine = db.create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    # No pre-ping: it is a round trip more per transaction, and the consumers wait out the
+    # error a dead pooled connection gives (a transient one) and retry on a fresh one.
+    engine = db.create_engine(
+        settings.database_url, pool_size=settings.db_pool_size, pre_ping=False
+    )
     connection = await connect(settings.amqp_url, name="jobmanager-matcher")
     try:
         await _run(settings, topology, engine, connection, stop)
