@@ -124,6 +124,37 @@ def _pg(action: str) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.stack(
+    executors=1,
+    concurrency=1,
+    # Nothing else touches the database meanwhile: the reload is the first use of the
+    # matcher's pooled connection that died with the restart.
+    env={"JOBMANAGER_LANE_CHECK_S": "600", "JOBMANAGER_CATALOGUE_REFRESH_S": "600"},
+)
+async def test_a_jobs_change_right_after_a_postgres_restart_is_loaded(fault_stack: Stack) -> None:
+    stack = fault_stack
+    first = stack.job(script="noop", lane=None)
+    await stack.add(first)
+    try:
+        await asyncio.to_thread(_pg, "stop")
+    finally:
+        await asyncio.to_thread(_pg, "start")
+    await stack.engine.dispose()  # the test's own connections died too
+    second = stack.job(script="noop", lane=None)
+    started = time.monotonic()
+    await stack.add(second)  # waits (30 s at most) for the matcher to reload on the broadcast
+    await stack.publish(second)
+    [run] = await stack.ended(second, 1)
+    assert run.state == "succeeded"
+    assert "reloading the catalogue" in stack.log("matcher"), "the dead connection was met"
+    report(
+        "a jobs change broadcast right after a Postgres restart",
+        runs=1,
+        lost=0,
+        reload_s=round(time.monotonic() - started, 1),
+    )
+
+
 @pytest.mark.stack(executors=2, concurrency=4)
 async def test_postgres_restart_during_a_stream(fault_stack: Stack, amqp_url: str) -> None:
     stack = fault_stack

@@ -508,10 +508,11 @@ async def test_due_heads_are_dispatched_in_the_transaction_that_scheduled_them(
         "dispatched",
         "queued",
     ]
-    assert {(t.run_id, t.dispatched_at) for t in await attempt_rows(engine)} >= {
-        (a, at(2)),
-        (free, at(2)),
-    }
+    assert [(t.run_id, t.attempt, t.dispatched_at) for t in await attempt_rows(engine)] == [
+        (sent.run_id, 1, T0),
+        (a, 1, at(2)),
+        (free, 1, at(2)),
+    ], "no attempt for b, which waits"
     # A request for a run dispatched this way (a redelivery's re-send, say) is dropped.
     assert [decided(d) for d in await gate_many(engine, outbox.work, at(3))] == [
         ("stale", "the run is dispatched"),
@@ -527,7 +528,7 @@ async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
     and the same work for the executors. Then the outbox of a single-message transition
     through `dispatch_due`, the same way."""
     events = [
-        (event(), [plan("a"), plan("a"), plan("a"), plan(None)]),
+        (event(), [plan("a"), plan("a"), plan("a"), plan("a"), plan(None)]),
         (event(), [plan("b", max_attempts=2), plan("c", max_attempts=2, retry_backoff_s=9)]),
     ]
 
@@ -571,8 +572,20 @@ async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
             await bulk.dispatch_due(conn, outbox, now=now)
         return bulk.Recorded(outbox=outbox)
 
-    assert [w.lane for w in await both(single)] == ["a"], "a's third run"
+    [third_a] = await both(single)
+    assert third_a.lane == "a", "a's third run"
     assert await snapshot(engine) == await snapshot(reference)
+
+    # With an interval, the lane's next run becomes its head but waits: scheduled, not sent.
+    now = at(4)
+    report = result(third_a, 3, at_=at(4))
+    done = await tx(
+        engine, lambda c: bulk.record_results(c, [report], interval_s=5, now=now, dispatch=True)
+    )
+    assert done.outbox.work == []
+    [request] = done.outbox.requests
+    assert (request.lane, request.not_before) == ("a", at(9))
+    assert (await run_row(engine, request.run_id)).state == "queued"
 
 
 # -- equivalence with the single-message ledger ---------------------------------------------------

@@ -54,8 +54,9 @@ DESCRIPTIONS: dict[str, str] = {
     "transaction (what arrived while the previous batch was written); 1 turns batching off.",
     "direct_dispatch": "Dispatch a run that is due at once in the transaction that made it its "
     "lane's head (an event's enqueue, a result) instead of through the gate: one queue hop and "
-    "one transaction fewer. A publish lost to a crash right after that commit is re-sent after "
-    "dispatch_grace_s. false: every run goes through the gate.",
+    "one transaction fewer. A work request lost to a crash right after that commit is re-sent "
+    "by the reaper (after dispatch_grace_s, once the work queue has no ready message). false: "
+    "every run goes through the gate, whose requests a redelivered input re-sends at once.",
     "gate_prefetch": "Unacknowledged due requests the gate may hold (early ones wait in it, "
     "so it needs room for many lanes).",
     "gate_hold_max_s": "Longest the gate waits itself for a request that came out of the delay "

@@ -139,7 +139,7 @@ class RunNotice(Message):
 
     @property
     def routing_key(self) -> str:
-        return NOTICE_KEYS[self.state]
+        return NOTICE_KEYS.get(self.state, f"run.{self.state}")
 
 
 class ControlMessage(Message):

@@ -35,8 +35,7 @@ class Outbox:
         await asyncio.gather(
             *(publisher.schedule(request, now) for request in self.requests),
             # Notices are for whoever listens; with no subscriber bound they go nowhere.
-            # They go out before the work on the one channel, so a run's `queued` notice
-            # is routed before its executor can report anything.
+            # (Sent before the work, so a run's `queued` notice normally comes first.)
             *(
                 publisher.publish(topology.runs_exchange, n.routing_key, n, mandatory=False)
                 for n in self.notices

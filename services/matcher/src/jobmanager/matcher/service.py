@@ -130,7 +130,19 @@ async def _run(
 
     async def on_control(message: AbstractIncomingMessage) -> None:
         async with message.process(ignore_processed=True):
-            await holder.reload()
+            backoff = 0.05
+            while True:
+                try:
+                    await holder.reload()
+                    return
+                except Exception as exc:
+                    # A pooled connection that died with a database restart fails once
+                    # (no pre-ping): wait it out rather than drop the change's broadcast.
+                    if not db.transient(exc) or stop.is_set():
+                        raise
+                    log.warning("reloading the catalogue: %s; retrying in %.2f s", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
 
     await control_queue.consume(on_control)
     for c, queue, prefetch in consumers:
