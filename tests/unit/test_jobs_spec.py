@@ -123,8 +123,14 @@ def test_lane_syntax_error_is_reported() -> None:
         ({"path": "data.x", "op": "not_exists", "value": "a"}, "not_exists takes no value"),
         ({"path": "data.x", "op": "in", "value": "a"}, "in needs a list"),
         ({"path": "data.x", "op": "not_in", "value": None}, "not_in needs a list"),
-        ({"path": "data.x", "op": "regex", "value": "("}, "regex does not compile: missing )"),
+        (
+            {"path": "data.x", "op": "regex", "value": "("},
+            "regex does not compile (RE2 syntax): missing ): (",
+        ),
         ({"path": "data.x", "op": "regex", "value": 1}, "regex needs a string"),
+        # RE2 has no backreferences or lookaround (they are what makes matching exponential).
+        ({"path": "data.x", "op": "regex", "value": r"(a)\1"}, "invalid escape sequence: \\1"),
+        ({"path": "data.x", "op": "regex", "value": "(?<=a)b"}, "invalid perl operator: (?<="),
         ({"path": "data.x", "op": "glob", "value": ["a"]}, "glob needs a string"),
         ({"path": "data.x", "op": "startswith", "value": None}, "startswith needs a string"),
         ({"path": "data.x", "op": "endswith", "value": 3}, "endswith needs a string"),

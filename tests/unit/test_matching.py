@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any, get_args
 
 import pytest
@@ -377,3 +379,19 @@ def test_index_equals_naive_scan_on_eq_conditions(
     triggers: list[Trigger], events: list[dict[str, Any]]
 ) -> None:
     assert_index_agrees(triggers, events)
+
+
+def test_a_backtracking_pattern_cannot_hang_the_matcher() -> None:
+    """`(a+)+$` against 5,000 `a`s and a `b` takes exponential time with Python's `re`; the
+    regex operator must answer at once. Run in a process of its own, so that a regression
+    fails on the timeout instead of hanging the suite."""
+    probe = (
+        "from jobmanager.jobs.matching import evaluate\n"
+        "from jobmanager.jobs.spec import Condition\n"
+        "c = Condition(path='data.v', op='regex', value='(a+)+$')\n"
+        "print(evaluate(c, {'data': {'v': 'a' * 5000 + 'b'}}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=20, check=True
+    )
+    assert done.stdout.strip() == "False"

@@ -13,8 +13,8 @@ Semantics (a user contract; the admin API documents them):
 * ``contains``: substring when the event value is a string (the condition value must be a
   string), element when it is a list, key when it is an object; false otherwise.
 * ``startswith``, ``endswith``, ``glob`` (case-sensitive shell pattern: ``*``, ``?``, ``[...]``)
-  and ``regex`` (``re.search``: anywhere in the value; anchor with ``^``/``$``) apply to string
-  values only; any other value is false.
+  and ``regex`` (RE2, see ``jobmanager.jobs.regex``: found anywhere in the value; anchor with
+  ``^``/``$``) apply to string values only; any other value is false.
 * ``gt``, ``gte``, ``lt``, ``lte``: numbers (not booleans) compare numerically, strings
   lexicographically (by code point; ISO-8601 timestamps of one format order correctly); a
   number against a string, or anything else, is false.
@@ -29,9 +29,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import lru_cache
 from typing import Any, Final, Generic, TypeVar
 
+from jobmanager.jobs import regex
 from jobmanager.jobs.spec import Condition, Trigger
 
 __all__ = [
@@ -112,11 +112,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-@lru_cache(maxsize=4096)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _contains(actual: Any, expected: Any) -> bool:
     if isinstance(actual, str):
         return isinstance(expected, str) and expected in actual
@@ -149,7 +144,7 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "startswith": lambda a, e: _both_str(a, e, str.startswith),
     "endswith": lambda a, e: _both_str(a, e, str.endswith),
     "glob": lambda a, e: _both_str(a, e, fnmatchcase),
-    "regex": lambda a, e: _both_str(a, e, lambda s, p: _regex(p).search(s) is not None),
+    "regex": lambda a, e: _both_str(a, e, lambda s, p: regex.search(p, s)),
     "exists": lambda a, e: True,
     "not_exists": lambda a, e: False,
     "gt": lambda a, e: _ordered(a, e, lambda x, y: x > y),

@@ -7,11 +7,11 @@ can trust a JobSpec: condition values fit their operator, regexes compile, templ
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jobmanager.jobs import regex
 from jobmanager.jobs.templating import compile_template
 
 __all__ = [
@@ -99,10 +99,7 @@ class Condition(BaseModel):
             if not isinstance(value, str):
                 raise ValueError(f"{op} needs a string value")
             if op == "regex":
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise ValueError(f"regex does not compile: {exc}") from None
+                regex.compile_pattern(value)  # RegexError (a ValueError) says why not
         elif op in _ORDER_OPS and not (_is_number(value) or isinstance(value, str)):
             raise ValueError(f"{op} needs a number or a string value")
         return self
