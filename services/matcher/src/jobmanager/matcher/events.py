@@ -20,7 +20,7 @@ from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.matcher.catalogue import Catalogue
-from jobmanager.matcher.metrics import EVENTS, count_notices, observe_dispatched
+from jobmanager.matcher.metrics import EVENTS, count_published
 from jobmanager.store import bulk, ledger
 from jobmanager.store.ledger import PlannedRun
 
@@ -144,8 +144,7 @@ class EventsHandler:
                     runs = await ledger.runs_of_event(conn, event)
                     done.outbox.extend(await ledger.resend_heads(conn, runs, now=now))
         await done.outbox.publish(self._publisher, now=now)
-        count_notices(done.outbox.notices)
-        observe_dispatched(done.outbox.work, now)
+        count_published(done.outbox, now)
         for (_, event, planned), recorded in zip(accepted, done.recorded, strict=True):
             self._count(event, planned, duplicate=not recorded)
         await consumer.ack([message for message, _, _ in accepted])
@@ -191,8 +190,7 @@ class EventsHandler:
                 outbox = await ledger.resend_heads(conn, runs, now=now)
         if outbox is not None:
             await outbox.publish(self._publisher, now=now)
-            count_notices(outbox.notices if not duplicate else [])
-            observe_dispatched(outbox.work, now)
+            count_published(outbox, now)  # a duplicate's re-sent requests carry no notice
         self._count(event, planned, duplicate=duplicate)
         await message.ack()
 

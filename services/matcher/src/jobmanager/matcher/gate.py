@@ -20,6 +20,7 @@ from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
 from jobmanager.matcher.metrics import observe_dispatched
 from jobmanager.store import bulk, ledger
+from jobmanager.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class GateHandler:
 
     async def _send(self, request: JobRequest, decision: ledger.Dispatch, now: datetime) -> None:
         observe_dispatched([request], now)
-        await self._publisher.publish("", self._publisher.topology.work_queue, decision.request)
+        await Outbox(work=[decision.request]).publish(self._publisher, now=now)
         log.debug(
             "dispatched run %d attempt %d",
             request.run_id,

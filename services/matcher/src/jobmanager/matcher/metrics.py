@@ -7,6 +7,7 @@ from datetime import datetime
 from prometheus_client import Counter, Gauge, Histogram
 
 from jobmanager.core.messages import JobRequest, RunNotice
+from jobmanager.store.outbox import Outbox
 
 EVENTS = Counter("jobmanager_events", "Events by outcome", ["outcome"])
 # `job_name`, not `job`: Prometheus keeps `job` for the scrape job.
@@ -33,3 +34,9 @@ def observe_dispatched(work: list[JobRequest], now: datetime) -> None:
 def count_notices(notices: list[RunNotice]) -> None:
     for notice in notices:
         RUNS.labels(notice.state, notice.job).inc()
+
+
+def count_published(outbox: Outbox, now: datetime) -> None:
+    """What a published outbox changed: its notices' state changes, its dispatches' lag."""
+    count_notices(outbox.notices)
+    observe_dispatched(outbox.work, now)

@@ -19,7 +19,7 @@ from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
-from jobmanager.matcher.metrics import RUN_SECONDS, count_notices, observe_dispatched
+from jobmanager.matcher.metrics import RUN_SECONDS, count_published
 from jobmanager.store import bulk, executors, ledger
 from jobmanager.store.outbox import Outbox
 
@@ -79,8 +79,7 @@ class ResultsHandler:
             ]
             outbox.extend(await ledger.resend_heads(conn, again, now=now))
         await outbox.publish(self._publisher, now=now)
-        count_notices(outbox.notices)
-        observe_dispatched(outbox.work, now)
+        count_published(outbox, now)
         jobs = {notice.run_id: notice.job for notice in outbox.notices}
         for (_, result), recorded in zip(results, done.recorded, strict=True):
             if recorded:
@@ -133,6 +132,5 @@ class ResultsHandler:
             await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
             return
         await outbox.publish(self._publisher, now=now)
-        count_notices(outbox.notices)
-        observe_dispatched(outbox.work, now)
+        count_published(outbox, now)
         await message.ack()
