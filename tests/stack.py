@@ -72,7 +72,8 @@ class Stack:
     def start(
         self, name: str, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        port = self.metrics.setdefault(name, free_port())
+        port = self.metrics.get(name) or free_port()
+        self.metrics[name] = port
         env = {"JOBMANAGER_METRICS_PORT": str(port), **(env or {})}
         with (self.workdir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
@@ -218,10 +219,20 @@ def _scripts(workdir: Path) -> None:
         shutil.copy2(script, target / script.name)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port free now and never handed out before in this process: the kernel may offer a
+    port again as soon as its probe closes, and two services of one stack, started together,
+    must not get the same one (the second would die binding it)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def copy_scripts(workdir: Path) -> None:
