@@ -2,6 +2,7 @@
 
 Each runs a stack of its own (`bench.stack`): a database and a namespace of its own, a
 matcher and executors as processes, the bench job (`script: noop`, `lane: "{{ data.lane }}"`).
+The loads (`saturation`, `paced_load`) drive any `Pipeline`: the transport skeleton too.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aio_pika.abc import AbstractConnection
 
 from bench import cpu
 from bench.cpu import Usage
-from bench.infra import Infra, MeasurementError, tree_rss_mb, wait_for
+from bench.infra import Infra, MeasurementError, Process, Processes, tree_rss_mb, wait_for
 from bench.stack import Stack, running
 from bench.stats import median, percentile, spread
-from bench.traffic import EVENT_TYPE, encode, event
+from bench.traffic import EVENT_TYPE, ConfirmedPublisher, encode, event
 
 POLL_S = 0.1
 LANES = 1000
@@ -72,28 +74,72 @@ class Throughput:
 Around = Callable[[Stack, Callable[[], Awaitable[float]]], Awaitable[None]]
 
 
-async def _saturate(stack: Stack, events: int) -> tuple[float, float]:
+class Pipeline(Protocol):
+    """What the loads drive and observe: ours (`Stack`) or the transport skeleton."""
+
+    @property
+    def publisher(self) -> ConfirmedPublisher: ...
+
+    @property
+    def group(self) -> Processes: ...
+
+    @property
+    def executors(self) -> list[Process]: ...
+
+    async def succeeded(self) -> int:
+        """Runs that succeeded so far."""
+        ...
+
+
+async def _saturate(pipeline: Pipeline, events: int) -> tuple[float, float]:
     """Publish `events` as fast as confirms allow; (runs/s from the first publish to the
-    moment the database holds them all succeeded, events published per second)."""
+    moment they have all succeeded, events published per second)."""
     bodies = [encode(event(f"lane-{i % LANES:04d}")) for i in range(events)]
-    base = await stack.succeeded()
+    base = await pipeline.succeeded()
     start = time.perf_counter()
-    publishing = asyncio.create_task(stack.publisher.many(EVENT_TYPE, bodies))
+    publishing = asyncio.create_task(pipeline.publisher.many(EVENT_TYPE, bodies))
 
     async def done() -> float | None:
         if publishing.done() and publishing.exception() is not None:
             publishing.result()
-        return time.perf_counter() if await stack.succeeded() >= base + events else None
+        return time.perf_counter() if await pipeline.succeeded() >= base + events else None
 
     end = await wait_for(
         done,
         timeout=max(120.0, events / 10),
         what=f"{events} runs to succeed",
         interval=POLL_S,
-        alive=stack.group.check_alive,
+        alive=pipeline.group.check_alive,
     )
     published_in = await publishing
     return events / (end - start), events / published_in
+
+
+async def saturation(
+    pipeline: Pipeline,
+    setting: Setting,
+    trees: dict[str, list[int]],
+    *,
+    seconds: float,
+    max_events: int,
+    repetitions: int,
+    warmup: int,
+) -> Throughput:
+    """Runs/s at saturation; each repetition publishes about `seconds` worth of events at
+    the warm-up's rate (at least 200, at most `max_events`). The CPU is split by `trees`
+    (part name: pids) over the timed repetitions."""
+    # Warm-up: the executors start their Python workers on first use.
+    warm_rate, _ = await _saturate(pipeline, warmup)
+    events = max(200, min(max_events, round(warm_rate * seconds)))
+    rates, publish_rates = [], []
+    before = cpu.sample(trees)
+    for _ in range(repetitions):
+        rate, published = await _saturate(pipeline, events)
+        rates.append(rate)
+        publish_rates.append(published)
+    used = cpu.usage(before, cpu.sample(trees), events * repetitions)
+    rss, _ = tree_rss_mb(pipeline.executors[0].pid)
+    return Throughput(setting, median(rates), rates, events, median(publish_rates), rss, used)
 
 
 async def _check_all_succeeded(stack: Stack) -> None:
@@ -116,32 +162,29 @@ async def throughput(
     warmup: int,
     around: Around | None = None,
 ) -> Throughput:
-    """Runs/s at saturation; each repetition publishes about `seconds` worth of events at
-    the warm-up's rate (at least 200, at most `max_events`)."""
+    """Ours' runs/s at saturation (see `saturation`)."""
     async with running(infra, connection, **setting.stack_options()) as stack:
-        # Warm-up: the executors start their Python workers on first use.
-        warm_rate, _ = await _saturate(stack, warmup)
-        events = max(200, min(max_events, round(warm_rate * seconds)))
-        rates, publish_rates = [], []
         trees = {
             "matchers": [m.pid for m in stack.matchers],
             "executors": [e.pid for e in stack.executors],
         }
-        before = cpu.sample(trees)
-        for _ in range(repetitions):
-            rate, published = await _saturate(stack, events)
-            rates.append(rate)
-            publish_rates.append(published)
-        used = cpu.usage(before, cpu.sample(trees), events * repetitions)
+        found = await saturation(
+            stack,
+            setting,
+            trees,
+            seconds=seconds,
+            max_events=max_events,
+            repetitions=repetitions,
+            warmup=warmup,
+        )
         await _check_all_succeeded(stack)
-        rss, _ = tree_rss_mb(stack.executors[0].pid)
         if around is not None:
 
             async def extra() -> float:
-                return (await _saturate(stack, events))[0]
+                return (await _saturate(stack, found.events))[0]
 
             await around(stack, extra)
-    return Throughput(setting, median(rates), rates, events, median(publish_rates), rss, used)
+    return found
 
 
 # -- latency --------------------------------------------------------------------------------
@@ -168,7 +211,7 @@ class Latency:
         )
 
 
-async def _paced(stack: Stack, rate: float, seconds: float) -> tuple[int, float]:
+async def _paced(pipeline: Pipeline, rate: float, seconds: float) -> tuple[int, float]:
     """Publish at `rate` for `seconds`, each event stamped with its publish time; (events,
     achieved rate)."""
     loop = asyncio.get_running_loop()
@@ -181,7 +224,7 @@ async def _paced(stack: Stack, rate: float, seconds: float) -> tuple[int, float]
         if delay > 0:
             await asyncio.sleep(delay)
         body = encode(event(f"lane-{i % LANES:04d}", occurred_at=datetime.now(UTC)))
-        task = asyncio.create_task(stack.publisher.one(EVENT_TYPE, body))
+        task = asyncio.create_task(pipeline.publisher.one(EVENT_TYPE, body))
         pending.add(task)
         task.add_done_callback(pending.discard)
     elapsed = loop.time() - start
@@ -190,13 +233,27 @@ async def _paced(stack: Stack, rate: float, seconds: float) -> tuple[int, float]
     return count, count / max(elapsed, period)
 
 
-async def _all_done(stack: Stack, target: int, timeout: float) -> None:
+async def _all_done(pipeline: Pipeline, target: int, timeout: float) -> None:
     async def done() -> bool | None:
-        return True if await stack.succeeded() >= target else None
+        return True if await pipeline.succeeded() >= target else None
 
     await wait_for(
-        done, timeout=timeout, what="the runs", interval=POLL_S, alive=stack.group.check_alive
+        done, timeout=timeout, what="the runs", interval=POLL_S, alive=pipeline.group.check_alive
     )
+
+
+async def paced_load(
+    pipeline: Pipeline, rate: float, *, seconds: float, warmup_s: float
+) -> tuple[datetime, int, float]:
+    """A warm-up at `rate`, then `seconds` at `rate`, each until all its runs succeeded;
+    (when the measured events began, how many there were, the rate achieved)."""
+    base = await pipeline.succeeded()
+    warm, _ = await _paced(pipeline, rate, warmup_s)
+    await _all_done(pipeline, base + warm, 120)
+    since = datetime.now(UTC)
+    count, achieved = await _paced(pipeline, rate, seconds)
+    await _all_done(pipeline, base + warm + count, 120 + seconds)
+    return since, count, achieved
 
 
 async def latency(
@@ -210,11 +267,7 @@ async def latency(
 ) -> Latency:
     """Event publish → script start (the executor's `started_at`), paced at `rate`."""
     async with running(infra, connection, **setting.stack_options()) as stack:
-        warm, _ = await _paced(stack, rate, warmup_s)
-        await _all_done(stack, warm, 120)
-        since = datetime.now(UTC)
-        count, achieved = await _paced(stack, rate, seconds)
-        await _all_done(stack, warm + count, 120 + seconds)
+        since, count, achieved = await paced_load(stack, rate, seconds=seconds, warmup_s=warmup_s)
         await _check_all_succeeded(stack)
         rows = await stack.db.fetch(
             """

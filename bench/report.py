@@ -18,6 +18,7 @@ from bench.e2e import Interval, Latency, Throughput
 from bench.matching import Matching
 from bench.memory import Memory
 from bench.relay import RelayResult
+from bench.skeleton import SkeletonResult
 
 NAN = math.nan
 
@@ -54,6 +55,11 @@ PRECISION: dict[str, int] = {
     "api_p99_ms_4_clients": 1,
     "hop_p50_ms": 1,
     "executor_loaded_rss_mb": 1,
+    "skeleton_runs_per_s": 1,
+    "skeleton_vs_celery": 2,
+    "e2e_vs_skeleton": 2,
+    "skeleton_p50_ms": 1,
+    "skeleton_p99_ms": 1,
     "load_1m_before": 2,
     "load_1m_after": 2,
     "wall_s": 0,
@@ -85,6 +91,7 @@ class Report:
     celery: CeleryResult | None = None
     throughputs: list[Throughput] = field(default_factory=list)
     latency: Latency | None = None
+    skeleton: SkeletonResult | None = None
     interval: Interval | None = None
     matching: Matching | None = None
     api: Api | None = None
@@ -104,6 +111,7 @@ class Report:
         e2e = _get(best, lambda b: b.runs_per_s)
         relay = _get(self.relay, lambda r: r.msgs_per_s)
         celery = _get(self.celery, lambda c: c.tasks_per_s)
+        skeleton = _get(self.skeleton, lambda s: s.runs_per_s)
         api = self.api
         figures: dict[str, Any] = {
             "mode": "quick" if self.quick else "full",
@@ -131,6 +139,11 @@ class Report:
             "api_p99_ms_4_clients": _get(api, lambda a: a.concurrent_p99_ms),
             "hop_p50_ms": _get(self.relay, lambda r: r.hop_p50_ms),
             "executor_loaded_rss_mb": _get(best, lambda b: b.executor_rss_mb),
+            "skeleton_runs_per_s": skeleton,
+            "skeleton_vs_celery": skeleton / celery,
+            "e2e_vs_skeleton": e2e / skeleton,
+            "skeleton_p50_ms": _get(self.skeleton, lambda s: s.latency.p50_ms),
+            "skeleton_p99_ms": _get(self.skeleton, lambda s: s.latency.p99_ms),
             "load_1m_before": self.load_before,
             "load_1m_after": self.load_after,
             "wall_s": self.wall_s,
@@ -213,6 +226,23 @@ class Report:
             "per run of the no-op script due at once: 3 queue hops (events, work, results), "
             "2 confirmed notices, 2 transactions (4 and 3 through the gate)",
         )
+        sk = self.skeleton
+        row(
+            "transport skeleton",
+            "skeleton_runs_per_s",
+            f["skeleton_runs_per_s"],
+            "runs/s",
+            sk.note() if sk else self._why("skeleton"),
+        )
+        row("skeleton / Celery", "skeleton_vs_celery", f["skeleton_vs_celery"], "x", "medians")
+        row(
+            "e2e / skeleton",
+            "e2e_vs_skeleton",
+            f["e2e_vs_skeleton"],
+            "x",
+            "the share of the messages' ceiling that ours reaches; the rest is the matcher's "
+            "own work (ledger, matching) and the database",
+        )
         lat = self.latency
         row(
             "event -> script start p50",
@@ -222,6 +252,20 @@ class Report:
             lat.note() if lat else self._why("e2e latency"),
         )
         row("event -> script start p99", "p99_ms", f["p99_ms"], "ms", "same runs")
+        row(
+            "skeleton event -> start p50",
+            "skeleton_p50_ms",
+            f["skeleton_p50_ms"],
+            "ms",
+            sk.latency_note() if sk else self._why("skeleton"),
+        )
+        row(
+            "skeleton event -> start p99",
+            "skeleton_p99_ms",
+            f["skeleton_p99_ms"],
+            "ms",
+            "same runs",
+        )
         row(
             "interval lateness p95",
             "interval_late_ms_p95",

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractConnection
 
-from bench import api, celery_baseline, e2e, matching, memory, relay
+from bench import api, celery_baseline, e2e, matching, memory, relay, skeleton
 from bench.e2e import Setting
 from bench.infra import Driver, Infra, broken, disturbed, driver
 from bench.profiling import Profiler
@@ -194,8 +194,9 @@ async def measure(
                 report.throughputs.append(found)
         best = report.best
         setting = best.setting if best is not None else QUICK_SETTING
-        if best is not None:
-            rate = latency_rate or best.runs_per_s / 2
+        # Ours' latency rate; the skeleton's latency is measured at the same one.
+        rate = latency_rate or (best.runs_per_s / 2 if best is not None else None)
+        if best is not None and rate is not None:
             report.latency = await attempt(
                 report,
                 broker,
@@ -211,6 +212,23 @@ async def measure(
             )
             if report.latency is not None and latency_rate:
                 report.latency = dataclasses.replace(report.latency, pinned=True)
+        report.skeleton = await attempt(
+            report,
+            broker,
+            "skeleton",
+            lambda c: skeleton.measure(
+                infra,
+                c,
+                setting,
+                seconds=plan.rep_seconds,
+                max_events=plan.e2e_max,
+                repetitions=plan.repetitions,
+                warmup=plan.e2e_warmup,
+                latency_rate=rate,
+                latency_s=plan.latency_s,
+                latency_warmup_s=plan.latency_warmup_s,
+            ),
+        )
         report.interval = await attempt(
             report,
             broker,

@@ -1,5 +1,6 @@
 """Our services as processes (matchers and executors) in a namespace and database of their
-own, with the bench job registered, and what the driver needs to load and observe them.
+own, with the bench job registered, and what the driver needs to load and observe them;
+`serving` alone starts executors with a stand-in for the matchers (`bench.skeleton`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,61 @@ async def _configure(database_url: str, interval_s: float) -> None:
         await engine.dispose()
 
 
+@dataclass
+class Services:
+    """Deciders (our matchers, or a stand-in for them) and our executors consuming one
+    namespace, and the driver's publisher on its events exchange."""
+
+    topology: Topology
+    group: Processes
+    deciders: list[Process]
+    executors: list[Process]
+    publisher: ConfirmedPublisher
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    infra: Infra,
+    connection: AbstractConnection,
+    topology: Topology,
+    env: dict[str, str],
+    *,
+    deciders: dict[str, list[str]],
+    consumes_last: str,
+    executors: int,
+    concurrency: int,
+) -> AsyncIterator[Services]:
+    """The deciders (name: argv) and `executors` executors started with `env`, once each
+    decider consumes `consumes_last` (the queue it starts consuming last) and each executor
+    the work queue; all stopped afterwards."""
+    async with processes(infra, connection) as group:
+        started = [group.start(name, argv, env) for name, argv in deciders.items()]
+        workers = [
+            group.start(
+                f"executor-{n}",
+                ["-m", "jobmanager.executor", "--concurrency", str(concurrency)],
+                env,
+            )
+            for n in range(1, executors + 1)
+        ]
+
+        async def ready() -> bool | None:
+            if (await queue_counts(connection, consumes_last))[0] < len(started):
+                return None
+            if (await queue_counts(connection, topology.work_queue))[0] < executors:
+                return None
+            return True
+
+        await wait_for(ready, timeout=60, what="the services", alive=group.check_alive)
+        channel = await connection.channel(publisher_confirms=True)
+        try:
+            publisher = await ConfirmedPublisher.open(channel, topology.events_exchange)
+            yield Services(topology, group, started, workers, publisher)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
 @contextlib.asynccontextmanager
 async def running(
     infra: Infra,
@@ -103,41 +159,30 @@ async def running(
 ) -> AsyncIterator[Stack]:
     """`matchers` matchers and `executors` executors, consuming, with the bench job and the
     interval stored before the matchers start; everything removed afterwards."""
-    async with (
-        database(infra) as url,
-        namespace(infra) as topology,
-        processes(infra, connection) as group,
-    ):
+    async with database(infra) as url, namespace(infra) as topology:
         await _configure(url, interval_s)
-        env = service_env(infra, topology, url)
-        deciders = [
-            group.start(f"matcher-{n}", ["-m", "jobmanager.matcher"], env)
-            for n in range(1, matchers + 1)
-        ]
-        workers = [
-            group.start(
-                f"executor-{n}",
-                ["-m", "jobmanager.executor", "--concurrency", str(concurrency)],
-                env,
-            )
-            for n in range(1, executors + 1)
-        ]
-
-        async def ready() -> bool | None:
+        async with serving(
+            infra,
+            connection,
+            topology,
+            service_env(infra, topology, url),
+            deciders={f"matcher-{n}": ["-m", "jobmanager.matcher"] for n in range(1, matchers + 1)},
             # A matcher starts its consumers in order; the lost queue's is the last.
-            if (await queue_counts(connection, topology.lost_queue))[0] < matchers:
-                return None
-            if (await queue_counts(connection, topology.work_queue))[0] < executors:
-                return None
-            return True
-
-        await wait_for(ready, timeout=60, what="the services", alive=group.check_alive)
-        channel = await connection.channel(publisher_confirms=True)
-        db = await asyncpg.connect(plain_url(url))
-        try:
-            publisher = await ConfirmedPublisher.open(channel, topology.events_exchange)
-            yield Stack(infra, topology, url, db, group, deciders, workers, publisher)
-        finally:
-            await db.close()
-            with contextlib.suppress(Exception):
-                await channel.close()
+            consumes_last=topology.lost_queue,
+            executors=executors,
+            concurrency=concurrency,
+        ) as services:
+            db = await asyncpg.connect(plain_url(url))
+            try:
+                yield Stack(
+                    infra,
+                    topology,
+                    url,
+                    db,
+                    services.group,
+                    services.deciders,
+                    services.executors,
+                    services.publisher,
+                )
+            finally:
+                await db.close()
