@@ -395,6 +395,16 @@ async def test_a_result_from_the_future_is_recorded_at_now(engine: AsyncEngine) 
     assert (await run_row(engine, sent.run_id)).finished_at == at(2)
 
 
+async def test_a_result_with_a_nul_character_is_recorded(engine: AsyncEngine) -> None:
+    # Postgres text cannot hold NUL: the contract replaces it, so binary output is no poison.
+    done = await enqueue_many(engine, [(event(), [plan("a")])])
+    [sent] = await dispatch_all(engine, done.outbox.requests, T0)
+    wire = result(sent, 2, at_=at(1), feedback="binary \x00 output").model_dump_json()
+    recorded = await record_results(engine, [JobResult.model_validate_json(wire)], at(1))
+    assert recorded.recorded == [True]
+    assert (await run_row(engine, sent.run_id)).feedback == "binary \ufffd output"
+
+
 async def test_a_failed_attempt_with_attempts_left_is_queued_again(engine: AsyncEngine) -> None:
     done = await enqueue_many(
         engine,

@@ -9,11 +9,26 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import IntEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_ID = 200
+
+
+def _storable(text: str) -> str:
+    # Postgres text holds neither a NUL character nor an unpaired surrogate; a script that
+    # prints one (binary output, say) must not make its result unrecordable.
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+# Text an executor reports that the ledger stores.
+ReportedText = Annotated[str, AfterValidator(_storable)]
 
 
 class ResultCode(IntEnum):
@@ -73,7 +88,7 @@ class RunStarted(Message):
 
     run_id: int
     attempt: int
-    executor: str
+    executor: ReportedText
     started_at: datetime
 
 
@@ -84,11 +99,11 @@ class JobResult(Message):
     attempt: int
     result: Literal[2, 3]
     status: Literal["succeeded", "failed"]
-    feedback: str = ""
+    feedback: ReportedText = ""
     started_at: datetime
     finished_at: datetime
-    executor: str
-    output_tail: str = ""
+    executor: ReportedText
+    output_tail: ReportedText = ""
 
     @property
     def routing_key(self) -> str:
