@@ -56,6 +56,13 @@ def create_engine(
     )
 
 
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) with connections in autocommit: each statement is its own
+    transaction, with no BEGIN and COMMIT round trips around it. For transitions that are
+    one statement (`jobmanager.store.bulk`)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(plain_url(url))
     return urlunsplit(parts._replace(path=f"/{database}"))

@@ -52,8 +52,9 @@ class PlannedRun:
     error: str | None = None
 
 
-def run_values(p: PlannedRun, event: Event, event_pk: int, now: datetime) -> dict[str, Any]:
-    """The new `runs` row of a planned run (queued, or failed if it could not be prepared)."""
+def planned_values(p: PlannedRun, event: Event, now: datetime) -> dict[str, Any]:
+    """The new `runs` row of a planned run (queued, or failed if it could not be prepared),
+    but for the key of its event's row."""
     prepared = p.error is None
     return {
         "job_id": p.job_id,
@@ -61,7 +62,6 @@ def run_values(p: PlannedRun, event: Event, event_pk: int, now: datetime) -> dic
         "script": p.script,
         "command": p.command,
         "lane": p.lane,
-        "event_pk": event_pk,
         "event_id": event.event_id,
         "state": "queued" if prepared else "failed",
         "max_attempts": p.max_attempts,
@@ -75,6 +75,11 @@ def run_values(p: PlannedRun, event: Event, event_pk: int, now: datetime) -> dic
         "token": 1 if p.lane is None and prepared else 0,
         "not_before": now if p.lane is None and prepared else None,
     }
+
+
+def run_values(p: PlannedRun, event: Event, event_pk: int, now: datetime) -> dict[str, Any]:
+    """The new `runs` row of a planned run (`planned_values`) for its event's row."""
+    return {**planned_values(p, event, now), "event_pk": event_pk}
 
 
 async def insert_runs(

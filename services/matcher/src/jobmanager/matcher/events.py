@@ -21,7 +21,7 @@ from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import EVENTS, count_published
-from jobmanager.store import bulk, ledger
+from jobmanager.store import bulk, db, ledger
 from jobmanager.store.ledger import PlannedRun
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class EventsHandler:
         direct_dispatch: bool = True,
     ) -> None:
         self._engine = engine
+        self._statements = db.autocommit(engine)
         self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
@@ -131,7 +132,7 @@ class EventsHandler:
         if not accepted:
             return []
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
+        async with self._statements.connect() as conn:  # one statement: its own transaction
             done = await bulk.enqueue_many(
                 conn,
                 [(event, planned) for _, event, planned in accepted],
@@ -139,8 +140,14 @@ class EventsHandler:
                 now=now,
                 dispatch=self._direct_dispatch,
             )
-            for (message, event, _), recorded in zip(accepted, done.recorded, strict=True):
-                if not recorded and message.redelivered:  # as in __call__
+        again = [
+            event
+            for (message, event, _), recorded in zip(accepted, done.recorded, strict=True)
+            if not recorded and message.redelivered
+        ]
+        if again:  # as in __call__
+            async with self._engine.begin() as conn:
+                for event in again:
                     runs = await ledger.runs_of_event(conn, event)
                     done.outbox.extend(await ledger.resend_heads(conn, runs, now=now))
         await done.outbox.publish(self._publisher, now=now)

@@ -20,7 +20,7 @@ from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import RUN_SECONDS, count_published
-from jobmanager.store import bulk, executors, ledger
+from jobmanager.store import bulk, db, executors, ledger
 from jobmanager.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class ResultsHandler:
         direct_dispatch: bool = True,
     ) -> None:
         self._engine = engine
+        self._statements = db.autocommit(engine)
         self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
@@ -61,7 +62,7 @@ class ResultsHandler:
             return singles
         interval = self._catalogue().interval_s
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
+        async with self._statements.connect() as conn:  # one statement: its own transaction
             done = await bulk.record_reports(
                 conn,
                 [s for _, s in started],
@@ -70,14 +71,16 @@ class ResultsHandler:
                 now=now,
                 dispatch=self._direct_dispatch,
             )
-            outbox = done.outbox
-            # As in __call__: re-send the lane's head for a redelivered, recorded result.
-            again = [
-                result.run_id
-                for (message, result), recorded in zip(results, done.recorded, strict=True)
-                if not recorded and message.redelivered
-            ]
-            outbox.extend(await ledger.resend_heads(conn, again, now=now))
+        outbox = done.outbox
+        # As in __call__: re-send the lane's head for a redelivered, recorded result.
+        again = [
+            result.run_id
+            for (message, result), recorded in zip(results, done.recorded, strict=True)
+            if not recorded and message.redelivered
+        ]
+        if again:
+            async with self._engine.begin() as conn:
+                outbox.extend(await ledger.resend_heads(conn, again, now=now))
         await outbox.publish(self._publisher, now=now)
         count_published(outbox, now)
         jobs = {notice.run_id: notice.job for notice in outbox.notices}
