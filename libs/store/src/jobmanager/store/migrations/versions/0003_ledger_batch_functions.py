@@ -120,14 +120,14 @@ BEGIN
         ORDER BY source COLLATE "C", event_id COLLATE "C", i
         ON CONFLICT (source, event_id) DO NOTHING
         RETURNING id, source, event_id
+    ), first AS (
+        SELECT DISTINCT ON (source, event_id) i, source, event_id
+        FROM given
+        ORDER BY source, event_id, i
     )
     SELECT array_agg(first.i ORDER BY first.i), array_agg(inserted.id ORDER BY first.i)
     INTO new_items, new_pks
-    FROM inserted
-    CROSS JOIN LATERAL (
-        SELECT min(g.i) AS i FROM given g
-        WHERE g.source = inserted.source AND g.event_id = inserted.event_id
-    ) AS first;
+    FROM inserted JOIN first USING (source, event_id);
 
     RETURN QUERY SELECT 'recorded'::text, n, NULL::runs, NULL::jsonb FROM unnest(new_items) AS n;
     IF new_items IS NULL THEN
@@ -237,11 +237,13 @@ BEGIN
     -- Dispatched runs whose start is reported become running; the first report of an
     -- attempt counts, a repeat or a late one changes nothing.
     RETURN QUERY
-    WITH first AS (
+    WITH r AS MATERIALIZED (  -- by key: a join on `runs` could pick the index on state
+        SELECT * FROM runs WHERE id = ANY(ids)
+    ), first AS (
         SELECT DISTINCT ON (r.id) r.id, s.attempt, s.started_at, s.executor
         FROM jsonb_to_recordset(started) AS s(
             n int, run_id bigint, attempt int, started_at timestamptz, executor text)
-        JOIN runs r ON r.id = s.run_id AND r.attempt = s.attempt AND r.state = 'dispatched'
+        JOIN r ON r.id = s.run_id AND r.attempt = s.attempt AND r.state = 'dispatched'
         ORDER BY r.id, s.n
     ), tried AS (
         UPDATE attempts SET started_at = f.started_at, executor = f.executor
@@ -258,7 +260,9 @@ BEGIN
     -- The results of the runs' active attempts (the first of duplicates): record the
     -- attempt; retry the run (it stays its lane's head) or end it, and note its lane's
     -- last finish. A lane has one active run, so at most one result per lane.
-    WITH v AS (
+    WITH r AS MATERIALIZED (
+        SELECT * FROM runs WHERE id = ANY(ids)
+    ), v AS (
         SELECT DISTINCT ON (r.id)
             x.n AS item, r.id, r.attempt, r.lane,
             x.result = 2 AND r.attempt < r.max_attempts AS retry,
@@ -269,8 +273,8 @@ BEGIN
         FROM jsonb_to_recordset(results) AS x(
             n int, run_id bigint, attempt int, result smallint, feedback text,
             started_at timestamptz, finished_at timestamptz, executor text, output_tail text)
-        JOIN runs r ON r.id = x.run_id AND r.attempt = x.attempt
-                   AND r.state IN ('dispatched', 'running')
+        JOIN r ON r.id = x.run_id AND r.attempt = x.attempt
+                AND r.state IN ('dispatched', 'running')
         ORDER BY r.id, x.n
     ), tried AS (
         UPDATE attempts SET
@@ -282,7 +286,7 @@ BEGIN
     ), finished AS (
         UPDATE lanes SET last_finished_at = v.finished
         FROM v
-        WHERE lanes.name = v.lane AND lanes.name = ANY(locked_lanes)
+        WHERE lanes.name = v.lane
     ), done AS (
         UPDATE runs AS t SET
             state = CASE WHEN v.retry THEN 'queued'
