@@ -3,11 +3,12 @@
 At saturation a consumer holds dozens of messages. Applied one transaction each, a run costs
 about twenty statements and three commits. Here a whole batch of events, or of executor
 reports, is one call of a database function (`ledger_enqueue`, `ledger_record`, defined in
-migration 0003): one statement, so one round trip, and in an autocommit connection its own
-transaction. At half of the peak load a batch holds a few messages, and the round trips, not
-the rows, are what its transaction takes: each waits for two busy processes to be scheduled.
-The functions keep every rule of `jobmanager.store.ledger`, which stays the reference (its
-tests are the specification) and the path for single messages, operator actions and upkeep.
+migration 0003): one statement, so one round trip, and in an autocommit connection
+(`db.transaction(..., single_statement=True)`) its own transaction. At half of the peak load
+a batch holds a few messages, and the round trips, not the rows, are what its transaction
+takes: each waits for two busy processes to be scheduled. The functions keep every rule of
+`jobmanager.store.ledger`, which stays the reference (its tests are the specification) and
+the path for single messages, operator actions and upkeep.
 
 Lock order, as everywhere in the ledger: lane rows first, in name order (byte order, which
 is Python's `sorted` and Postgres's "C" collation), then run rows in id order. A batch
@@ -58,8 +59,14 @@ _LOCK_RUNS = text(
 )
 
 
+def _timestamp(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, default=datetime.isoformat)
+    return json.dumps(value, default=_timestamp)
 
 
 def _collect(rows: Iterable[Row[Any]], outbox: Outbox, recorded: list[bool], now: datetime) -> None:
@@ -71,10 +78,12 @@ def _collect(rows: Iterable[Row[Any]], outbox: Outbox, recorded: list[bool], now
             outbox.notices.append(lanes.notice_for(row, row.state, now))
         elif row.kind == "request":
             outbox.requests.append(lanes.request_for(row, now))
-        else:  # work: dispatched, with its event
+        elif row.kind == "work":  # dispatched, with its event
             outbox.work.append(
                 lanes.request_for(row, now).model_copy(update={"event": row.payload})
             )
+        else:
+            raise ValueError(f"a ledger function returned a row of kind {row.kind!r}")
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from jobmanager.core.config import redact_url
 from jobmanager.core.runtime import Unavailable
@@ -56,11 +58,20 @@ def create_engine(
     )
 
 
-def autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine (and pool) with connections in autocommit: each statement is its own
-    transaction, with no BEGIN and COMMIT round trips around it. For transitions that are
-    one statement (`jobmanager.store.bulk`)."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+@asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, *, single_statement: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction, committed at the end. With `single_statement`, for a
+    caller that sends one statement (`jobmanager.store.bulk`): a connection in autocommit,
+    where that statement is its own transaction, without the round trips of BEGIN and
+    COMMIT."""
+    if single_statement:
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            yield conn
+    else:
+        async with engine.begin() as conn:
+            yield conn
 
 
 def with_database(url: str, database: str) -> str:

@@ -99,7 +99,6 @@ class EventsHandler:
         direct_dispatch: bool = True,
     ) -> None:
         self._engine = engine
-        self._statements = db.autocommit(engine)
         self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
@@ -123,7 +122,7 @@ class EventsHandler:
             return None
 
     async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
-        """Many events in one transaction (see `jobmanager.store.bulk`)."""
+        """Many events in one statement (see `jobmanager.store.bulk`)."""
         accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
         catalogue = self._catalogue()
         for message in messages:
@@ -132,7 +131,12 @@ class EventsHandler:
         if not accepted:
             return []
         now = datetime.now(UTC)
-        async with self._statements.connect() as conn:  # one statement: its own transaction
+        # The batch is one statement (its own transaction), unless it holds a redelivered
+        # event: that may be a duplicate whose requests an earlier delivery committed but
+        # never published, re-sent (as in __call__) in the batch's transaction, so that a
+        # failure of either leaves both to be done again.
+        redelivered = any(message.redelivered for message, _, _ in accepted)
+        async with db.transaction(self._engine, single_statement=not redelivered) as conn:
             done = await bulk.enqueue_many(
                 conn,
                 [(event, planned) for _, event, planned in accepted],
@@ -140,14 +144,8 @@ class EventsHandler:
                 now=now,
                 dispatch=self._direct_dispatch,
             )
-        again = [
-            event
-            for (message, event, _), recorded in zip(accepted, done.recorded, strict=True)
-            if not recorded and message.redelivered
-        ]
-        if again:  # as in __call__
-            async with self._engine.begin() as conn:
-                for event in again:
+            for (message, event, _), recorded in zip(accepted, done.recorded, strict=True):
+                if not recorded and message.redelivered:
                     runs = await ledger.runs_of_event(conn, event)
                     done.outbox.extend(await ledger.resend_heads(conn, runs, now=now))
         await done.outbox.publish(self._publisher, now=now)

@@ -36,13 +36,12 @@ class ResultsHandler:
         direct_dispatch: bool = True,
     ) -> None:
         self._engine = engine
-        self._statements = db.autocommit(engine)
         self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
 
     async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
-        """Many starts and results in one transaction (see `jobmanager.store.bulk`).
+        """Many starts and results in one statement (see `jobmanager.store.bulk`).
         Executor reports and messages of other keys are handed back, one by one."""
         started: list[tuple[AbstractIncomingMessage, RunStarted]] = []
         results: list[tuple[AbstractIncomingMessage, JobResult]] = []
@@ -62,7 +61,10 @@ class ResultsHandler:
             return singles
         interval = self._catalogue().interval_s
         now = datetime.now(UTC)
-        async with self._statements.connect() as conn:  # one statement: its own transaction
+        # One statement, unless a redelivered result may need its lane's head re-sent (see
+        # EventsHandler.batch).
+        redelivered = any(message.redelivered for message, _ in results)
+        async with db.transaction(self._engine, single_statement=not redelivered) as conn:
             done = await bulk.record_reports(
                 conn,
                 [s for _, s in started],
@@ -71,16 +73,14 @@ class ResultsHandler:
                 now=now,
                 dispatch=self._direct_dispatch,
             )
-        outbox = done.outbox
-        # As in __call__: re-send the lane's head for a redelivered, recorded result.
-        again = [
-            result.run_id
-            for (message, result), recorded in zip(results, done.recorded, strict=True)
-            if not recorded and message.redelivered
-        ]
-        if again:
-            async with self._engine.begin() as conn:
-                outbox.extend(await ledger.resend_heads(conn, again, now=now))
+            outbox = done.outbox
+            # As in __call__: re-send the lane's head for a redelivered, recorded result.
+            again = [
+                result.run_id
+                for (message, result), recorded in zip(results, done.recorded, strict=True)
+                if not recorded and message.redelivered
+            ]
+            outbox.extend(await ledger.resend_heads(conn, again, now=now))
         await outbox.publish(self._publisher, now=now)
         count_published(outbox, now)
         jobs = {notice.run_id: notice.job for notice in outbox.notices}

@@ -8,8 +8,10 @@ The matcher's two hot transitions (`jobmanager.store.bulk.enqueue_many` and
 `record_reports`) as server-side functions, so that a whole batch is one statement: one
 round trip and its own transaction (called in autocommit) instead of six round trips. The
 rules are those of `jobmanager.store.ledger`, the reference; its statements are those that
-`bulk` sent one by one before, in the same order, under the same lock order (lane rows in
-byte order, then run rows in id order). Each function returns what the transition has to
+`bulk` sent one by one before, under the same lock order (lane rows in byte order, then run
+rows in id order). (Runs without a lane and retries due at once are now dispatched before
+the lanes advance instead of after: they are other runs of other lanes, so the order does
+not change the result.) Each function returns what the transition has to
 publish, one row per item: `kind` is `recorded` (the input at index `item` changed the
 ledger), `notice` (the run's new state, for the runs exchange), `request` (the run is its
 lane's head, for the gate) or `work` (the run was dispatched; `payload` is its event).
@@ -97,7 +99,6 @@ CREATE FUNCTION ledger_enqueue(
     batch jsonb, planned jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
 ) RETURNS TABLE (kind text, item int, run runs, payload jsonb)
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
 DECLARE
     new_items int[];
     new_pks bigint[];
@@ -115,19 +116,20 @@ BEGIN
     ), inserted AS (
         INSERT INTO events (source, event_id, event_type, occurred_at, received_at, payload,
                             matched)
-        SELECT source, event_id, event_type, occurred_at, now_, payload, matched
-        FROM given
-        ORDER BY source COLLATE "C", event_id COLLATE "C", i
+        SELECT g.source, g.event_id, g.event_type, g.occurred_at, now_, g.payload, g.matched
+        FROM given AS g
+        ORDER BY g.source COLLATE "C", g.event_id COLLATE "C", g.i
         ON CONFLICT (source, event_id) DO NOTHING
-        RETURNING id, source, event_id
+        RETURNING events.id, events.source, events.event_id
     ), first AS (
-        SELECT DISTINCT ON (source, event_id) i, source, event_id
-        FROM given
-        ORDER BY source, event_id, i
+        SELECT DISTINCT ON (g.source, g.event_id) g.i, g.source, g.event_id
+        FROM given AS g
+        ORDER BY g.source, g.event_id, g.i
     )
-    SELECT array_agg(first.i ORDER BY first.i), array_agg(inserted.id ORDER BY first.i)
+    SELECT array_agg(f.i ORDER BY f.i), array_agg(ins.id ORDER BY f.i)
     INTO new_items, new_pks
-    FROM inserted JOIN first USING (source, event_id);
+    FROM inserted AS ins
+    JOIN first AS f ON f.source = ins.source AND f.event_id = ins.event_id;
 
     RETURN QUERY SELECT 'recorded'::text, n, NULL::runs, NULL::jsonb FROM unnest(new_items) AS n;
     IF new_items IS NULL THEN
@@ -148,13 +150,14 @@ BEGIN
         ON CONFLICT (name) DO UPDATE SET name = excluded.name
         RETURNING *
     )
-    SELECT array_agg(name ORDER BY name COLLATE "C"),
-           array_agg(CASE WHEN last_finished_at IS NULL THEN now_
-                          ELSE greatest(now_, last_finished_at + make_interval(secs => interval_s))
-                     END ORDER BY name COLLATE "C")
+    SELECT array_agg(l.name ORDER BY l.name COLLATE "C"),
+           array_agg(CASE WHEN l.last_finished_at IS NULL THEN now_
+                          ELSE greatest(now_,
+                                        l.last_finished_at + make_interval(secs => interval_s))
+                     END ORDER BY l.name COLLATE "C")
     INTO idle_names, idle_slots
-    FROM locked
-    WHERE head_run_id IS NULL;
+    FROM locked AS l
+    WHERE l.head_run_id IS NULL;
 
     WITH created AS (
         INSERT INTO runs (job_id, job_name, script, command, lane, event_pk, event_id, state,
@@ -207,7 +210,6 @@ CREATE FUNCTION ledger_record(
     dispatch boolean
 ) RETURNS TABLE (kind text, item int, run runs, payload jsonb)
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
 DECLARE
     ids bigint[];
     locked_lanes text[];
@@ -228,17 +230,17 @@ BEGIN
     -- The lanes of these runs, then the runs, in the lock order (a run's lane never
     -- changes, so it is read without locking the run).
     SELECT array_agg(l.name) INTO locked_lanes FROM (
-        SELECT name FROM lanes
-        WHERE name IN (SELECT lane FROM runs WHERE id = ANY(ids))
-        ORDER BY name COLLATE "C" FOR UPDATE
+        SELECT lanes.name FROM lanes
+        WHERE lanes.name = ANY(ARRAY(SELECT runs.lane FROM runs WHERE runs.id = ANY(ids)))
+        ORDER BY lanes.name COLLATE "C" FOR UPDATE
     ) AS l;
-    PERFORM 1 FROM runs WHERE id = ANY(ids) ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM runs WHERE runs.id = ANY(ids) ORDER BY runs.id FOR UPDATE;
 
     -- Dispatched runs whose start is reported become running; the first report of an
     -- attempt counts, a repeat or a late one changes nothing.
     RETURN QUERY
     WITH r AS MATERIALIZED (  -- by key: a join on `runs` could pick the index on state
-        SELECT * FROM runs WHERE id = ANY(ids)
+        SELECT * FROM runs WHERE runs.id = ANY(ids)
     ), first AS (
         SELECT DISTINCT ON (r.id) r.id, s.attempt, s.started_at, s.executor
         FROM jsonb_to_recordset(started) AS s(
@@ -261,7 +263,7 @@ BEGIN
     -- attempt; retry the run (it stays its lane's head) or end it, and note its lane's
     -- last finish. A lane has one active run, so at most one result per lane.
     WITH r AS MATERIALIZED (
-        SELECT * FROM runs WHERE id = ANY(ids)
+        SELECT * FROM runs WHERE runs.id = ANY(ids)
     ), v AS (
         SELECT DISTINCT ON (r.id)
             x.n AS item, r.id, r.attempt, r.lane,
