@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import get_args
 
-from jobmanager.core.messages import JobResult, RunNotice, RunStarted, RunState
+import pytest
+from pydantic import ValidationError
+
+from jobmanager.core.messages import Event, JobResult, RunNotice, RunStarted, RunState
 
 
 def notice(state: RunState) -> RunNotice:
@@ -38,6 +41,26 @@ def test_reported_text_that_postgres_cannot_hold_is_replaced() -> None:
     result = JobResult.model_validate_json(body)
     assert (result.feedback, result.executor) == ("bad \ufffd byte", "x\ufffd")
     tail = result.model_copy(update={"output_tail": "half \ud800 a pair"}).model_dump()
-    assert JobResult.model_validate(tail).output_tail == "half ? a pair"
+    assert JobResult.model_validate(tail).output_tail == "half \ufffd a pair"
     started = RunStarted(run_id=1, attempt=1, executor="x\x00", started_at=datetime.now(UTC))
     assert started.executor == "x\ufffd"
+
+
+def test_a_time_without_an_offset_is_utc() -> None:
+    body = (
+        '{"run_id": 1, "attempt": 1, "result": 3, "status": "succeeded", '
+        '"started_at": "2026-12-03T10:00:00", "finished_at": "2026-12-03T11:00:00+01:00", '
+        '"executor": "x"}'
+    )
+    result = JobResult.model_validate_json(body)
+    assert result.started_at == datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    assert result.finished_at == result.started_at  # the same instant, its offset kept
+    event = Event.model_validate(
+        {"event_id": "e", "event_type": "t", "occurred_at": "2026-12-03T10:00"}
+    )
+    assert event.occurred_at == datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+
+
+def test_an_executor_name_longer_than_the_ledger_holds_is_invalid() -> None:
+    with pytest.raises(ValidationError):
+        RunStarted(run_id=1, attempt=1, executor="x" * 201, started_at=datetime.now(UTC))

@@ -7,7 +7,7 @@ generated from them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -18,17 +18,25 @@ MAX_ID = 200
 
 def _storable(text: str) -> str:
     # Postgres text holds neither a NUL character nor an unpaired surrogate; a script that
-    # prints one (binary output, say) must not make its result unrecordable.
+    # prints one (binary output, say) must not make its result unrecordable. Both become
+    # U+FFFD, the replacement character.
     text = text.replace("\x00", "\ufffd")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def _aware(moment: datetime) -> datetime:
+    # A time without an offset is taken as UTC, whichever path stores or compares it.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # Text an executor reports that the ledger stores.
 ReportedText = Annotated[str, AfterValidator(_storable)]
+# A time another system sends: with an offset, or UTC.
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
 
 
 class ResultCode(IntEnum):
@@ -48,7 +56,7 @@ class Event(Message):
     event_id: str = Field(min_length=1, max_length=MAX_ID)
     event_type: str = Field(min_length=1, max_length=MAX_ID)
     source: str = Field(default="channel-manager", min_length=1, max_length=MAX_ID)
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
@@ -88,8 +96,8 @@ class RunStarted(Message):
 
     run_id: int
     attempt: int
-    executor: ReportedText
-    started_at: datetime
+    executor: ReportedText = Field(max_length=MAX_ID)
+    started_at: Timestamp
 
 
 class JobResult(Message):
@@ -100,9 +108,9 @@ class JobResult(Message):
     result: Literal[2, 3]
     status: Literal["succeeded", "failed"]
     feedback: ReportedText = ""
-    started_at: datetime
-    finished_at: datetime
-    executor: ReportedText
+    started_at: Timestamp
+    finished_at: Timestamp
+    executor: ReportedText = Field(max_length=MAX_ID)
     output_tail: ReportedText = ""
 
     @property
@@ -118,8 +126,8 @@ class ExecutorReport(Message):
     scripts: list[str]
     concurrency: int = Field(ge=0)
     busy: int = Field(ge=0)
-    started_at: datetime
-    at: datetime
+    started_at: Timestamp
+    at: Timestamp
 
     routing_key: ClassVar[str] = "executor.report"
 
