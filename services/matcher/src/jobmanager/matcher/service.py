@@ -26,6 +26,7 @@ from jobmanager.matcher.gate import GateHandler
 from jobmanager.matcher.results import ResultsHandler
 from jobmanager.matcher.upkeep import Upkeep
 from jobmanager.store import db
+from jobmanager.store.migrate import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ async def serve(settings: MatcherSettings, *, stop: asyncio.Event | None = None)
     engine = db.create_engine(
         settings.database_url, pool_size=settings.db_pool_size, pre_ping=False
     )
+    try:
+        await check_schema(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     connection = await connect(settings.amqp_url, name="jobmanager-matcher")
     try:
         await _run(settings, topology, engine, connection, stop)
