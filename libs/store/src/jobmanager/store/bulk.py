@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import Row, TextualSelect, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,22 +34,24 @@ from jobmanager.store import lanes
 from jobmanager.store.ledger import Dispatch, PlannedRun, Stale, Wait, planned_values
 from jobmanager.store.outbox import Outbox
 
+
 # The database functions of migration 0003 (`ledger_enqueue`, `ledger_record`,
 # `ledger_dispatch`) return what a transition has to publish, one row per item: its `kind`,
 # the `item` (the index of an input that was recorded) and the run's row with its event's
 # payload (for work).
-_ENQUEUE = text(
-    "SELECT f.kind, f.item, (f.run).*, f.payload FROM ledger_enqueue("
-    "CAST(:batch AS jsonb), CAST(:planned AS jsonb), :now, :interval_s, :dispatch) AS f"
-).columns(payload=JSONB)
-_RECORD = text(
-    "SELECT f.kind, f.item, (f.run).*, f.payload FROM ledger_record("
-    "CAST(:started AS jsonb), CAST(:results AS jsonb), :now, :interval_s, :dispatch) AS f"
-).columns(payload=JSONB)
-_DISPATCH = text(
-    "SELECT f.kind, f.item, (f.run).*, f.payload "
-    "FROM ledger_dispatch(CAST(:ids AS bigint[]), :now) AS f"
-).columns(payload=JSONB)
+def _rows_of(call: str) -> TextualSelect:
+    # `call` is one of the constants below; no value is formatted into the SQL.
+    query = f"SELECT f.kind, f.item, (f.run).*, f.payload FROM {call} AS f"  # noqa: S608
+    return text(query).columns(payload=JSONB)
+
+
+_ENQUEUE = _rows_of(
+    "ledger_enqueue(CAST(:batch AS jsonb), CAST(:planned AS jsonb), :now, :interval_s, :dispatch)"
+)
+_RECORD = _rows_of(
+    "ledger_record(CAST(:started AS jsonb), CAST(:results AS jsonb), :now, :interval_s, :dispatch)"
+)
+_DISPATCH = _rows_of("ledger_dispatch(CAST(:ids AS bigint[]), :now)")
 _LOCK_LANES = text(
     'SELECT * FROM lanes WHERE name = ANY(CAST(:names AS text[])) ORDER BY name COLLATE "C" '
     "FOR UPDATE"
@@ -137,7 +139,7 @@ async def enqueue_many(
         for i, (event, planned) in enumerate(batch)
         for p in planned
     ]
-    for n, values in enumerate(runs):
+    for n, values in enumerate(runs):  # the order of creation
         values["n"] = n
     params = {
         "batch": _json(events),
