@@ -68,6 +68,48 @@ def machine_seconds() -> tuple[float, float]:
     return (total - idle) / TICK, total / TICK
 
 
+def _sched_seconds(pid: int) -> tuple[float, float]:
+    """(on a core, runnable but waiting for one) seconds so far, over a process's threads."""
+    on = waiting = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0, 0.0
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        on, waiting = on + int(fields[0]), waiting + int(fields[1])
+    return on / 1e9, waiting / 1e9
+
+
+def sched_sample(parts: Mapping[str, list[int]]) -> dict[str, dict[int, tuple[float, float]]]:
+    """`_sched_seconds` of each process of each part (part name: pids)."""
+    return {name: {p: _sched_seconds(p) for p in pids} for name, pids in parts.items()}
+
+
+def sched_shares(
+    before: Mapping[str, Mapping[int, tuple[float, float]]],
+    after: Mapping[str, Mapping[int, tuple[float, float]]],
+    wall_s: float,
+) -> dict[str, tuple[float, float]]:
+    """Per part, the shares of the wall time its processes together ran on a core and were
+    runnable but waited for one (the kernel's run-queue delay). On a machine with few cores,
+    the wait is what each step of a run pays when every core is taken."""
+    shares = {}
+    for name, pids in after.items():
+        earlier = before.get(name, {})
+        on = sum(v[0] - earlier.get(p, (0.0, 0.0))[0] for p, v in pids.items())
+        waiting = sum(v[1] - earlier.get(p, (0.0, 0.0))[1] for p, v in pids.items())
+        shares[name] = (on / wall_s, waiting / wall_s)
+    return shares
+
+
+def postgres_pids() -> list[int]:
+    return _named("postgres")
+
+
 @dataclass(frozen=True)
 class Sample:
     parts: Mapping[str, Mapping[int, float]]  # part -> pid -> CPU seconds

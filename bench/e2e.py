@@ -201,13 +201,17 @@ class Latency:
     stages_p50_ms: dict[str, float]
 
     pinned: bool = False  # the rate was given (`--latency-rate`), not half of the peak
+    # Per part: shares of the wall time on a core and waiting for one (`cpu.sched_shares`).
+    cores: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def note(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stages_p50_ms.items())
         asked = "as asked" if self.pinned else f"half of peak {2 * self.rate:.0f}/s"
+        cores = ", ".join(f"{k} {on:.0%} / {wait:.0%}" for k, (on, wait) in self.cores.items())
         return (
             f"{self.samples:,} runs paced at {self.achieved:.0f}/s ({asked}); "
             f"max {self.max_ms:.0f} ms; p50 by stage (ms): {stages}"
+            + (f"; on a core / waiting for one: {cores}" if cores else "")
         )
 
 
@@ -267,7 +271,17 @@ async def latency(
 ) -> Latency:
     """Event publish → script start (the executor's `started_at`), paced at `rate`."""
     async with running(infra, connection, **setting.stack_options()) as stack:
+        # The matchers and the executors' main processes, and Postgres's, over the warm-up
+        # and the window (their Python workers, one per slot, are mostly idle).
+        parts = {
+            "matcher": [m.pid for m in stack.matchers],
+            "executor": [e.pid for e in stack.executors],
+            "postgres": cpu.postgres_pids(),
+        }
+        before, started = cpu.sched_sample(parts), time.perf_counter()
         since, count, achieved = await paced_load(stack, rate, seconds=seconds, warmup_s=warmup_s)
+        parts["postgres"] = cpu.postgres_pids()  # backends opened meanwhile count whole
+        cores = cpu.sched_shares(before, cpu.sched_sample(parts), time.perf_counter() - started)
         await _check_all_succeeded(stack)
         rows = await stack.db.fetch(
             """
@@ -298,6 +312,7 @@ async def latency(
         max(values),
         len(values),
         stages,
+        cores=cores,
     )
 
 

@@ -58,6 +58,7 @@ PRECISION: dict[str, int] = {
     "skeleton_runs_per_s": 1,
     "skeleton_vs_celery": 2,
     "e2e_vs_skeleton": 2,
+    "matcher_core_wait_pct": 0,
     "skeleton_p50_ms": 1,
     "skeleton_p99_ms": 1,
     "load_1m_before": 2,
@@ -142,6 +143,9 @@ class Report:
             "skeleton_runs_per_s": skeleton,
             "skeleton_vs_celery": skeleton / celery,
             "e2e_vs_skeleton": e2e / skeleton,
+            "matcher_core_wait_pct": _get(
+                self.latency, lambda x: 100 * x.cores["matcher"][1] if x.cores else NAN
+            ),
             "skeleton_p50_ms": _get(self.skeleton, lambda s: s.latency.p50_ms),
             "skeleton_p99_ms": _get(self.skeleton, lambda s: s.latency.p99_ms),
             "load_1m_before": self.load_before,
