@@ -24,6 +24,7 @@ lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) python tools/check_sql.py
 
 setup: $(UV)
 	@$(UV) sync --frozen --quiet

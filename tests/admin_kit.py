@@ -27,6 +27,7 @@ from jobmanager.admin.auth import create_key
 from jobmanager.admin.config import AdminSettings
 from jobmanager.core.messages import Event, JobRequest, JobResult
 from jobmanager.core.topology import Topology
+from jobmanager.jobs.spec import PlannedRun
 from jobmanager.store import ledger
 from jobmanager.store.db import create_engine
 from jobmanager.store.models import Executor
@@ -77,21 +78,19 @@ class Admin:
             data={"channel": {"channel_id": "ESPN-HD"}},
         )
         planned = [
-            ledger.PlannedRun(
-                job_id=None, job_name=job, script="noop", command=f"command {i}", lane=lane
-            )
+            PlannedRun(job_id=None, job_name=job, script="noop", command=f"command {i}", lane=lane)
             for i, lane in enumerate(lanes)
         ]
         async with self.engine.begin() as conn:
-            outbox = await ledger.enqueue(
-                conn, event=event, planned=planned, interval_s=interval_s, now=datetime.now(UTC)
+            done = await ledger.enqueue(
+                conn, [(event, planned)], interval_s=interval_s, now=datetime.now(UTC)
             )
-        assert outbox is not None
-        return outbox.requests
+        assert done.recorded == [True]
+        return done.outbox.requests
 
     async def dispatch(self, request: JobRequest) -> JobRequest:
         async with self.engine.begin() as conn:
-            decision = await ledger.gate(conn, request, now=datetime.now(UTC))
+            [decision] = await ledger.gate(conn, [request], now=datetime.now(UTC))
         assert isinstance(decision, ledger.Dispatch), decision
         return decision.request
 
@@ -110,8 +109,8 @@ class Admin:
             executor="exec-test",
         )
         async with self.engine.begin() as conn:
-            out = await ledger.record_result(conn, outcome, interval_s=0.0, now=now)
-        return out.requests
+            done = await ledger.record(conn, [], [outcome], interval_s=0.0, now=now)
+        return done.outbox.requests
 
     async def run_to_end(self, result: int, feedback: str = "", lane: str | None = None) -> int:
         """A run that ended Succeeded (3) or Failed (2); returns its id."""

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from jobmanager.core.messages import Event
-from jobmanager.store.ledger import PlannedRun
+from jobmanager.jobs.spec import PlannedRun
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)

@@ -23,8 +23,8 @@ from fault_kit import (
 from sqlalchemy import func, select
 from stack import Stack
 
-from jobmanager.store import bulk
-from jobmanager.store.ledger import PlannedRun
+from jobmanager.jobs.spec import PlannedRun
+from jobmanager.store import ledger
 from jobmanager.store.models import Attempt, Run
 
 pytestmark = pytest.mark.fault
@@ -211,7 +211,7 @@ async def test_work_lost_after_a_dispatch_at_enqueue_is_sent_again(fault_stack: 
     committed = time.monotonic()
     async with stack.engine.begin() as conn:
         now = datetime.now(UTC)
-        done = await bulk.enqueue_many(
+        done = await ledger.enqueue(
             conn, [(event, [planned])], interval_s=0, now=now, dispatch=True
         )
     [work] = done.outbox.work  # dispatched in the enqueue's transaction, as the matcher does

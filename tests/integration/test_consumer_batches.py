@@ -1,4 +1,4 @@
-"""The consumer's batch mode against the real RabbitMQ.
+"""The consumer's batches against the real RabbitMQ (at low load, a batch is one message).
 
 Each test consumes its topology's events queue on a connection of its own, closed at the end:
 whatever the consumer left unacked is then back in the queue, so `_ready == 0` after the
@@ -20,7 +20,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 
 from jobmanager.core import consumer as consuming
 from jobmanager.core.broker import Publisher, connect
-from jobmanager.core.consumer import BatchHandler, Consumer, Handler
+from jobmanager.core.consumer import Consumer, Handler, Later
 from jobmanager.core.topology import ERROR_HEADER, Topology
 
 
@@ -97,7 +97,6 @@ async def consumer_on(
     amqp_url: str,
     topology: Topology,
     handler: Handler,
-    batch: BatchHandler,
     *,
     prefetch: int,
     **options: Any,
@@ -106,7 +105,7 @@ async def consumer_on(
     connection = await connect(amqp_url, name="test-consumer-batches")
     try:
         publisher = await Publisher.open(connection, topology)
-        rig = Rig(Consumer("test", handler, publisher, batch=batch, **options))
+        rig = Rig(Consumer("test", handler, publisher, **options))
         await rig.consumer.start(connection, topology.events_queue, prefetch=prefetch)
         try:
             yield rig
@@ -122,12 +121,12 @@ class Seen:
     """What the handlers were given."""
 
     batches: list[list[int]] = field(default_factory=list)
-    singles: list[int] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
 
-
-async def _never_single(message: AbstractIncomingMessage) -> None:
-    raise AssertionError(f"message {_n(message)} handled alone")
+    def alone_after(self, failed: list[int]) -> list[int]:
+        """The messages of a failed batch handled again, each alone."""
+        later = self.batches[self.batches.index(failed) + 1 :]
+        return sorted(b[0] for b in later if len(b) == 1 and b[0] in failed)
 
 
 async def test_messages_piled_up_under_load_are_handled_in_batches(
@@ -136,7 +135,7 @@ async def test_messages_piled_up_under_load_are_handled_in_batches(
     total, max_batch = 300, 100
     seen = Seen()
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         seen.batches.append([_n(m) for m in messages])
         await consuming.ack(messages)
         seen.acked.extend(_n(m) for m in messages)
@@ -145,9 +144,7 @@ async def test_messages_piled_up_under_load_are_handled_in_batches(
     # All in the queue before the consumer starts: the deliveries arrive faster than a
     # batch is handled, so they must pile up into batches.
     await _publish(amqp, topology.events_queue, range(total))
-    async with consumer_on(
-        amqp_url, topology, _never_single, batch, prefetch=total, max_batch=max_batch
-    ) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=total, max_batch=max_batch) as rig:
         await _until(lambda: len(seen.acked) >= total)
         await rig.stop()
 
@@ -166,7 +163,7 @@ async def test_no_more_than_the_allowed_number_of_batches_run_at_once(
     seen = Seen()
     running, most = 0, 0
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         nonlocal running, most
         running += 1
         most = max(most, running)
@@ -178,7 +175,7 @@ async def test_no_more_than_the_allowed_number_of_batches_run_at_once(
 
     await _publish(amqp, topology.events_queue, range(total))
     async with consumer_on(
-        amqp_url, topology, _never_single, batch, prefetch=total, max_batch=5, batches=2
+        amqp_url, topology, batch, prefetch=total, max_batch=5, batches=2
     ) as rig:
         await _until(lambda: len(seen.acked) >= total)
         await rig.stop()
@@ -194,13 +191,13 @@ async def test_a_message_alone_at_low_load_is_handled_without_waiting(
     seen = Seen()
     handled = asyncio.Event()
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         seen.batches.append([_n(m) for m in messages])
         await consuming.ack(messages)
         handled.set()
         return []
 
-    async with consumer_on(amqp_url, topology, _never_single, batch, prefetch=100) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=100) as rig:
         await asyncio.sleep(0.2)  # idle: consuming, nothing in the queue
         loop = asyncio.get_running_loop()
         # Several in a row: a consumer that held a lone message back for company (or for a
@@ -218,21 +215,6 @@ async def test_a_message_alone_at_low_load_is_handled_without_waiting(
     assert await _ready(amqp, topology.events_queue) == 0
 
 
-def _single_failing_on(
-    bad: int, seen: Seen
-) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-    """A single-message handler that acks every message but `bad`, which it cannot digest."""
-
-    async def single(message: AbstractIncomingMessage) -> None:
-        if _n(message) == bad:
-            raise ValueError(f"cannot digest message {bad}")
-        seen.singles.append(_n(message))
-        await message.ack()
-        seen.acked.append(_n(message))
-
-    return single
-
-
 async def test_an_unexpected_error_in_a_batch_parks_only_the_message_at_fault(
     amqp: AbstractRobustConnection, amqp_url: str, topology: Topology
 ) -> None:
@@ -240,30 +222,28 @@ async def test_an_unexpected_error_in_a_batch_parks_only_the_message_at_fault(
     seen = Seen()
     failed: list[list[int]] = []
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         numbers = [_n(m) for m in messages]
         seen.batches.append(numbers)
         if bad in numbers:
             failed.append(numbers)
-            raise ValueError("a batch with the poisoned message")
+            raise ValueError(f"cannot digest message {bad}")
         # Slow clean batches let the deliveries pile up, so the poisoned one has company.
         await asyncio.sleep(0.05)
         await consuming.ack(messages)
         seen.acked.extend(numbers)
         return []
 
-    single = _single_failing_on(bad, seen)
-
     await _publish(amqp, topology.events_queue, range(total))
-    async with consumer_on(amqp_url, topology, single, batch, prefetch=total) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=total) as rig:
         await _until(lambda: len(seen.acked) >= total - 1)
         await rig.stop()
 
-    assert len(failed) == 1, failed
+    assert len(failed) == 2 and failed[1] == [bad], failed
     good_of_failed = [n for n in failed[0] if n != bad]
     assert good_of_failed, "the poisoned message was alone in its batch: nothing was proven"
     # The failed batch was handled again one message at a time, each good one exactly once.
-    assert sorted(seen.singles) == good_of_failed
+    assert seen.alone_after(failed[0]) == sorted(failed[0])
     assert Counter(seen.acked) == Counter(n for n in range(total) if n != bad)
     parked = await _drain_dead(amqp, topology)
     assert [n for n, _ in parked] == [bad]
@@ -279,7 +259,7 @@ async def test_messages_acked_before_an_unexpected_error_are_not_handled_again(
     seen = Seen()
     failed: list[list[int]] = []
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         numbers = [_n(m) for m in messages]
         seen.batches.append(numbers)
         if bad not in numbers:
@@ -288,22 +268,20 @@ async def test_messages_acked_before_an_unexpected_error_are_not_handled_again(
         for message in messages:
             if _n(message) == bad:
                 failed.append(numbers)
-                raise ValueError("a batch with the poisoned message")
+                raise ValueError(f"cannot digest message {bad}")
             await message.ack()
             seen.acked.append(_n(message))
         return []
 
-    single = _single_failing_on(bad, seen)
-
     await _publish(amqp, topology.events_queue, range(total))
-    async with consumer_on(amqp_url, topology, single, batch, prefetch=total) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=total) as rig:
         await _until(lambda: len(seen.acked) >= total - 1)
         await rig.stop()
 
-    assert len(failed) == 1, failed
+    assert len(failed) == 2 and failed[1] == [bad], failed
     # Only what the failed batch left unacked (from the poisoned message on) goes one by one.
     position = failed[0].index(bad)
-    assert sorted(seen.singles) == failed[0][position + 1 :]
+    assert seen.alone_after(failed[0]) == sorted(failed[0][position:])
     assert Counter(seen.acked) == Counter(n for n in range(total) if n != bad)
     assert [n for n, _ in await _drain_dead(amqp, topology)] == [bad]
     assert await _ready(amqp, topology.events_queue) == 0
@@ -321,7 +299,7 @@ async def test_a_batch_failing_transiently_is_retried_as_a_whole(
     failures: list[list[int]] = []
     redelivered: list[int] = []
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         numbers = [_n(m) for m in messages]
         seen.batches.append(numbers)
         if not failures:
@@ -336,7 +314,6 @@ async def test_a_batch_failing_transiently_is_retried_as_a_whole(
     async with consumer_on(
         amqp_url,
         topology,
-        _never_single,
         batch,
         prefetch=total,
         transient=lambda exc: isinstance(exc, DatabaseRestarting),
@@ -353,30 +330,36 @@ async def test_a_batch_failing_transiently_is_retried_as_a_whole(
     assert await _ready(amqp, topology.events_queue) == 0
 
 
-async def test_messages_handed_back_by_the_batch_handler_are_handled_alone(
+async def test_messages_handed_back_are_handled_again_alone_after_their_delay(
     amqp: AbstractRobustConnection, amqp_url: str, topology: Topology
 ) -> None:
-    total = 30
+    total, delay = 30, 0.3
     seen = Seen()
+    loop = asyncio.get_running_loop()
+    first_seen: dict[int, float] = {}
+    again: dict[int, float] = {}
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         seen.batches.append([_n(m) for m in messages])
-        mine = [m for m in messages if _n(m) % 3 != 0]
+        for m in messages:
+            if _n(m) in first_seen:
+                again[_n(m)] = loop.time()
+            else:
+                first_seen[_n(m)] = loop.time()
+        later = [m for m in messages if _n(m) % 3 == 0 and _n(m) not in again]
+        mine = [m for m in messages if m not in later]
         await consuming.ack(mine)
         seen.acked.extend(_n(m) for m in mine)
-        return [m for m in messages if _n(m) % 3 == 0]
-
-    async def single(message: AbstractIncomingMessage) -> None:
-        seen.singles.append(_n(message))
-        await message.ack()
-        seen.acked.append(_n(message))
+        return [(m, delay) for m in later]
 
     await _publish(amqp, topology.events_queue, range(total))
-    async with consumer_on(amqp_url, topology, single, batch, prefetch=total) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=total) as rig:
         await _until(lambda: len(seen.acked) >= total)
         await rig.stop()
 
-    assert Counter(seen.singles) == Counter(range(0, total, 3))
+    assert sorted(again) == list(range(0, total, 3))
+    assert all(again[n] - first_seen[n] >= delay * 0.9 for n in again), "not before the delay"
+    assert all([n] in seen.batches for n in again), "each handled again alone"
     assert Counter(seen.acked) == Counter(range(total))
     assert await _drain_dead(amqp, topology) == []
     assert await _ready(amqp, topology.events_queue) == 0
@@ -389,21 +372,23 @@ async def test_stop_finishes_the_messages_in_hand_before_it_returns(
     seen = Seen()
     first_batch = asyncio.Event()
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    handed_back: set[int] = set()
+
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         first_batch.set()
         await asyncio.sleep(0.2)  # work in progress when stop() comes
+        if len(messages) == 1 and _n(messages[0]) in handed_back:
+            await consuming.ack(messages)
+            seen.acked.append(_n(messages[0]))
+            return []
         # The first of each batch goes on alone: stop() must wait for those tasks too.
         await consuming.ack(messages[1:])
         seen.acked.extend(_n(m) for m in messages[1:])
-        return messages[:1]
-
-    async def single(message: AbstractIncomingMessage) -> None:
-        await asyncio.sleep(0.2)
-        await message.ack()
-        seen.acked.append(_n(message))
+        handed_back.add(_n(messages[0]))
+        return [(messages[0], 0.0)]
 
     await _publish(amqp, topology.events_queue, range(total))
-    async with consumer_on(amqp_url, topology, single, batch, prefetch=total, max_batch=4) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=total, max_batch=4) as rig:
         await asyncio.wait_for(first_batch.wait(), 5)
         # Everything is in the consumer's hands (delivered, none ready) before it stops.
         await _until_async(lambda: _ready(amqp, topology.events_queue), 0)
@@ -440,11 +425,10 @@ async def test_a_lost_channel_hands_back_only_the_deliveries_of_its_successor(
 ) -> None:
     seen = Seen()
     batches: list[list[tuple[int, bool]]] = []
-    singles: list[tuple[int, bool]] = []
     held: list[AbstractIncomingMessage] = []
     first_in, go = asyncio.Event(), asyncio.Event()
 
-    async def batch(messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+    async def batch(messages: list[AbstractIncomingMessage]) -> Later:
         batches.append([(_n(m), m.redelivered) for m in messages])
         if len(batches) == 1:
             held.extend(messages)
@@ -455,13 +439,8 @@ async def test_a_lost_channel_hands_back_only_the_deliveries_of_its_successor(
             seen.acked.append(_n(message))
         return []
 
-    async def single(message: AbstractIncomingMessage) -> None:
-        singles.append((_n(message), message.redelivered))
-        await message.ack()
-        seen.acked.append(_n(message))
-
     queue = topology.events_queue
-    async with consumer_on(amqp_url, topology, single, batch, prefetch=20) as rig:
+    async with consumer_on(amqp_url, topology, batch, prefetch=20) as rig:
         await _publish(amqp, queue, [0])
         await asyncio.wait_for(first_in.wait(), 5)
         # 1..4 wait behind the first batch, delivered on the first channel.
@@ -483,7 +462,8 @@ async def test_a_lost_channel_hands_back_only_the_deliveries_of_its_successor(
     assert sorted(batches[1][4:]) == [(n, True) for n in range(5)], batches
     # The deliveries of the dead channel are left to the broker; those of the live channel
     # in the same batch are handled alone rather than left unacked.
-    assert sorted(singles) == [(n, True) for n in range(5)]
+    assert all(len(b) == 1 for b in batches[2:]), batches
+    assert sorted(b[0] for b in batches[2:]) == [(n, True) for n in range(5)]
     assert Counter(seen.acked) == Counter(range(5))
     assert await _drain_dead(amqp, topology) == []
     assert await _ready(amqp, queue) == 0

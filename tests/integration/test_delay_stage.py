@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event, JobRef, JobRequest
 from jobmanager.core.topology import Topology
+from jobmanager.jobs.spec import PlannedRun
 from jobmanager.matcher.config import MatcherSettings
 from jobmanager.matcher.service import serve
 from jobmanager.store import ledger
@@ -33,14 +34,13 @@ async def _runs_due_at(engine: AsyncEngine, delays: tuple[float, ...]) -> list[J
     now = datetime.now(UTC)
     event = Event(event_id=uuid.uuid4().hex, event_type="test.delay")
     planned = [
-        ledger.PlannedRun(job_id=None, job_name=f"delay-{d}", script="noop", command="", lane=None)
+        PlannedRun(job_id=None, job_name=f"delay-{d}", script="noop", command="", lane=None)
         for d in delays
     ]
     async with engine.begin() as conn:
-        outbox = await ledger.enqueue(conn, event=event, planned=planned, interval_s=0, now=now)
-        assert outbox is not None
+        done = await ledger.enqueue(conn, [(event, planned)], interval_s=0, now=now)
         requests = []
-        for request, delay in zip(outbox.requests, delays, strict=True):
+        for request, delay in zip(done.outbox.requests, delays, strict=True):
             due = datetime.now(UTC) + timedelta(seconds=delay)
             await conn.execute(update(Run).where(Run.id == request.run_id).values(not_before=due))
             requests.append(request.model_copy(update={"not_before": due}))

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.messages import Event, JobRequest, JobResult, RunStarted
+from jobmanager.jobs.spec import PlannedRun
 from jobmanager.store import ledger
-from jobmanager.store.ledger import Dispatch, PlannedRun, Stale, Wait
+from jobmanager.store.ledger import Dispatch, Lost, Stale, Wait
 from jobmanager.store.models import Attempt, Lane, Run
 from jobmanager.store.outbox import Outbox
 
@@ -23,18 +24,39 @@ async def enqueue(
     now: datetime = T0,
     interval_s: float = 0.0,
     ev: Event | None = None,
+    redelivered: bool = False,
 ) -> Outbox | None:
+    """One event, a batch of one; None if it was seen before (with, when `redelivered`,
+    the requests it re-sends in `resent`)."""
     ev = ev or event()
-    return await tx(
+    done = await tx(
         engine,
         lambda c: ledger.enqueue(
-            c, event=ev, planned=list(planned), interval_s=interval_s, now=now
+            c,
+            [(ev, list(planned))],
+            interval_s=interval_s,
+            now=now,
+            redelivered=[redelivered],
         ),
     )
+    resent.clear()
+    if not done.recorded[0]:
+        resent.extend(done.outbox.requests)
+        return None
+    return done.outbox
+
+
+resent: list[JobRequest] = []
 
 
 async def gate(engine: AsyncEngine, request: JobRequest, now: datetime) -> Any:
-    return await tx(engine, lambda c: ledger.gate(c, request, now=now))
+    [decision] = await tx(engine, lambda c: ledger.gate(c, [request], now=now))
+    return decision
+
+
+async def record_started(engine: AsyncEngine, started: RunStarted, now: datetime) -> Outbox:
+    done = await tx(engine, lambda c: ledger.record(c, [started], [], interval_s=0, now=now))
+    return done.outbox
 
 
 async def finish(
@@ -56,9 +78,10 @@ async def finish(
         finished_at=at_,
         executor="x1",
     )
-    return await tx(
-        engine, lambda c: ledger.record_result(c, result, interval_s=interval_s, now=at_)
+    done = await tx(
+        engine, lambda c: ledger.record(c, [], [result], interval_s=interval_s, now=at_)
     )
+    return done.outbox
 
 
 async def run_row(engine: AsyncEngine, run_id: int) -> Any:
@@ -120,9 +143,9 @@ async def test_results_are_recorded_once(engine: AsyncEngine) -> None:
     assert out is not None
     sent = await dispatch(engine, out.requests[0], T0)
     started = RunStarted(run_id=sent.run_id, attempt=1, executor="x1", started_at=at(0.1))
-    first_start = await tx(engine, lambda c: ledger.record_started(c, started, now=at(0.1)))
+    first_start = await record_started(engine, started, at(0.1))
     assert [n.state for n in first_start.notices] == ["running"]
-    repeat = await tx(engine, lambda c: ledger.record_started(c, started, now=at(0.1)))
+    repeat = await record_started(engine, started, at(0.1))
     assert repeat.notices == []
     first = await finish(engine, sent, 3, at_=at(1))
     assert len(first.requests) == 1
@@ -294,16 +317,17 @@ async def test_a_lost_request_fails_its_run_for_good_and_the_lane_moves_on(
     out = await enqueue(engine, plan(max_attempts=3), plan())
     assert out is not None
     sent = await dispatch(engine, out.requests[0], T0)
-    lost = await tx(
-        engine, lambda c: ledger.fail_lost(c, sent, deliveries=6, interval_s=0, now=at(5))
-    )
+    poison = Lost(sent.run_id, sent.attempt, "handed to executors 6 times")
+    lost = (
+        await tx(engine, lambda c: ledger.record(c, [], [poison], interval_s=0, now=at(5)))
+    ).outbox
     assert [n.state for n in lost.notices] == ["failed"], "no retry for a poison request"
     assert [r.run_id for r in lost.requests] == [sent.run_id + 1]
     row = await run_row(engine, sent.run_id)
     assert row.state == "failed" and "6 times" in row.feedback
-    again = await tx(
-        engine, lambda c: ledger.fail_lost(c, sent, deliveries=6, interval_s=0, now=at(6))
-    )
+    again = (
+        await tx(engine, lambda c: ledger.record(c, [], [poison], interval_s=0, now=at(6)))
+    ).outbox
     assert again.notices == [] and again.requests == []
 
 
@@ -316,10 +340,10 @@ async def test_the_reaper_fails_lost_attempts_and_resends_lost_dispatches(
     assert out is not None
     running, dispatched = [await dispatch(engine, r, T0) for r in out.requests]
     started = RunStarted(run_id=running.run_id, attempt=1, executor="x9", started_at=at(1))
-    await tx(engine, lambda c: ledger.record_started(c, started, now=at(1)))
+    await record_started(engine, started, at(1))
 
     async def reap(now: datetime, idle: bool) -> tuple[Outbox, list[JobRequest]]:
-        return await tx(
+        out = await tx(
             engine,
             lambda c: ledger.reap(
                 c,
@@ -330,6 +354,7 @@ async def test_the_reaper_fails_lost_attempts_and_resends_lost_dispatches(
                 work_queue_idle=idle,
             ),
         )
+        return out, out.work
 
     early, resend = await reap(at(30), True)
     assert early.notices == [] and resend == [], "within the timeout and the grace"
@@ -345,37 +370,51 @@ async def test_the_reaper_fails_lost_attempts_and_resends_lost_dispatches(
     assert resend[0].event is not None
 
 
-async def test_a_recorded_event_finds_its_runs_and_their_unsent_heads(
+async def test_a_redelivered_duplicate_event_resends_its_lanes_unsent_heads(
     engine: AsyncEngine,
 ) -> None:
-    # An event committed by a delivery that died before publishing: the redelivery finds the
-    # event's runs and gets back exactly the requests that were never sent.
+    # An event committed by a delivery that died before publishing: its redelivery gets back
+    # exactly the requests that were never sent. A plain duplicate gets nothing.
     ev = event()
     out = await enqueue(engine, plan(lane="a"), plan(lane="b"), ev=ev)
     assert out is not None
     assert await enqueue(engine, plan(lane="a"), ev=ev) is None, "a duplicate"
-    runs = await tx(engine, lambda c: ledger.runs_of_event(c, ev))
-    assert sorted(runs) == sorted(r.run_id for r in out.requests)
-    again = await tx(engine, lambda c: ledger.resend_heads(c, runs, now=at(1)))
-    assert sorted((r.run_id, r.token) for r in again.requests) == sorted(
+    assert resent == []
+    assert await enqueue(engine, plan(lane="a"), ev=ev, redelivered=True) is None
+    assert sorted((r.run_id, r.token) for r in resent) == sorted(
         (r.run_id, r.token) for r in out.requests
     )
-    assert await tx(engine, lambda c: ledger.runs_of_event(c, event())) == []
 
 
-async def test_resend_heads_gives_the_current_requests(engine: AsyncEngine) -> None:
+async def test_a_redelivered_result_resends_the_current_heads(engine: AsyncEngine) -> None:
     out = await enqueue(engine, plan(lane="a"), plan(lane="a"), plan(lane=None))
     assert out is not None
     by_lane = {r.lane: r for r in out.requests}
-    again = await tx(
-        engine,
-        lambda c: ledger.resend_heads(
-            c, [r.run_id for r in out.requests] + [by_lane["a"].run_id + 1], now=at(1)
-        ),
+    sent = await dispatch(engine, by_lane["a"], T0)
+    result = JobResult(
+        run_id=sent.run_id,
+        attempt=1,
+        result=3,
+        status="succeeded",
+        started_at=at(1),
+        finished_at=at(1),
+        executor="x1",
     )
-    assert sorted((r.run_id, r.token) for r in again.requests) == sorted(
-        (r.run_id, r.token) for r in out.requests
-    )
-    sent = await dispatch(engine, by_lane[None], T0)
-    after = await tx(engine, lambda c: ledger.resend_heads(c, [sent.run_id], now=at(1)))
-    assert after.requests == [], "a dispatched run is not re-sent"
+    first = await tx(engine, lambda c: ledger.record(c, [], [result], interval_s=0, now=at(1)))
+    [head] = first.outbox.requests
+    assert head.run_id == sent.run_id + 1
+
+    async def again(redelivered: bool) -> list[JobRequest]:
+        done = await tx(
+            engine,
+            lambda c: ledger.record(
+                c, [], [result], interval_s=0, now=at(2), redelivered=[redelivered]
+            ),
+        )
+        assert done.recorded == [False]
+        return done.outbox.requests
+
+    assert await again(False) == [], "a plain duplicate changes nothing"
+    assert [(r.run_id, r.token) for r in await again(True)] == [(head.run_id, head.token)]
+    await dispatch(engine, head, at(1))
+    assert await again(True) == [], "a dispatched run is not re-sent"

@@ -1,21 +1,19 @@
 """A queue consumer that never crashes and never loses a message.
 
-Each delivery runs its handler in its own task (up to the prefetch). The handler acks or
-parks the message itself once its work is safely done. Around it:
+The handler takes a batch of deliveries: under load those that arrived while the previous
+batch was being handled (at most `max_batch`, at most `batches` batches at once), so that the
+ledger pays its statement once for many messages; at low load a message waits for nobody and
+is a batch of one. The handler acks or parks each message itself once its work is safely
+done, and may hand some back to be handled again, alone, after a delay (a request that came
+a little early). Around it, one ladder:
 
-* a transient failure (the database restarting, say) is waited out: the handler is retried
-  with backoff while the message stays unacked, so nothing is acked before its commit;
-* any other exception is a bug or bad data we did not foresee: the message is parked in the
-  dead queue with the error as its reason, and consuming goes on;
+* a transient failure (the database restarting, say) is waited out: the batch is retried
+  with backoff while its messages stay unacked, so nothing is acked before its commit;
 * an error of the broker (a publish not confirmed in time) is retried the same way;
-* a lost broker connection abandons the message; the broker redelivers it.
-
-With a batch handler, the messages that arrive while a batch is being handled are handled
-together as the next batch (at most `max_batch`, at most `batches` at once): under load the
-ledger then pays its transaction once for many messages, and at low load a message waits for
-nobody. A batch that fails with an unexpected error is handled again one message at a time,
-so that only the message at fault is parked. A batch handler may also hand messages back to
-be handled one at a time (a request that has to wait for its time, say).
+* any other exception is a bug or bad data we did not foresee: a batch of several is handled
+  again one message at a time, and a message alone is parked in the dead queue with the
+  error as its reason, so only the message at fault is parked and consuming goes on;
+* a lost broker connection abandons the batch; the broker redelivers it.
 """
 
 from __future__ import annotations
@@ -33,9 +31,9 @@ from jobmanager.core.metrics import REDELIVERIES
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
-# A batch handler returns the messages it leaves to the handler of single messages.
-BatchHandler = Callable[[list[AbstractIncomingMessage]], Awaitable[list[AbstractIncomingMessage]]]
+# What a handler hands back: messages to handle again, each alone, after a delay in seconds.
+Later = list[tuple[AbstractIncomingMessage, float]]
+Handler = Callable[[list[AbstractIncomingMessage]], Awaitable[Later]]
 
 
 def _never(_: BaseException) -> bool:
@@ -72,13 +70,11 @@ class Consumer:
         *,
         transient: Callable[[BaseException], bool] = _never,
         max_backoff_s: float = 5.0,
-        batch: BatchHandler | None = None,
         max_batch: int = 100,
         batches: int = 1,
     ) -> None:
         self.name = name
         self._handler = handler
-        self._batch = batch
         self._max_batch = max_batch
         self._batches = batches
         self._pending: list[AbstractIncomingMessage] = []
@@ -122,46 +118,38 @@ class Consumer:
         return len(self._in_flight)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self._batch is not None:
-            self._pending.append(message)
-            if len(self._drainers) < self._batches:
-                drainer = asyncio.create_task(self._drain(self._batch))
-                self._drainers.add(drainer)
-                self._in_flight.add(drainer)
-            return
-        # aio-pika runs every delivery in a task of its own; tracking it lets stop() drain.
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        try:
-            await self._handle(message)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
+        self._pending.append(message)
+        if len(self._drainers) < self._batches:
+            drainer = asyncio.create_task(self._drain())
+            self._drainers.add(drainer)
+            self._in_flight.add(drainer)
 
-    async def _drain(self, handler: BatchHandler) -> None:
+    async def _drain(self) -> None:
         """Handle what is pending, batch after batch, until nothing is."""
         try:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._handle_batch(handler, batch)
+                REDELIVERIES.labels(self.name).inc(sum(1 for m in batch if m.redelivered))
+                await self._handle(batch)
         finally:
             task = asyncio.current_task()
             if task is not None:
                 self._drainers.discard(task)
                 self._in_flight.discard(task)
 
-    def _hand_back(self, messages: list[AbstractIncomingMessage]) -> None:
-        for message in messages:
-            task = asyncio.create_task(self._handle(message, count=False))
+    def _later(self, later: Later) -> None:
+        for message, delay in later:
+            task = asyncio.create_task(self._again(message, delay))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _handle_batch(
-        self, handler: BatchHandler, batch: list[AbstractIncomingMessage]
-    ) -> None:
-        REDELIVERIES.labels(self.name).inc(sum(1 for m in batch if m.redelivered))
+    async def _again(self, message: AbstractIncomingMessage, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._handle([message])
+
+    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
         backoff = 0.05
         while True:
             # A retried batch leaves out what its failed try already acked or parked.
@@ -169,28 +157,24 @@ class Consumer:
             if not batch:
                 return
             try:
-                self._hand_back(await handler(batch))
-                return
-            except (ChannelInvalidStateError, AMQPConnectionError) as exc:
-                self._lost(exc)
-                # A batch can mix deliveries of a channel that died with those of its
-                # successor; the latter would otherwise stay unacked on a live channel.
-                self._hand_back([m for m in batch if not m.processed and _alive(m)])
+                self._later(await self._handler(batch))
                 return
             except Exception as exc:
-                if isinstance(exc, ConnectionError) and not self._transient(exc):
+                lost = isinstance(exc, ChannelInvalidStateError | AMQPConnectionError) or (
+                    # A refused or reset socket is the database's when `transient` says it
+                    # is worth waiting out; left alone, the message would stay unacked on a
+                    # live channel for ever and, prefetch by prefetch, stop the consumer.
+                    isinstance(exc, ConnectionError) and not self._transient(exc)
+                )
+                if lost:
                     self._lost(exc)
-                    self._hand_back([m for m in batch if not m.processed and _alive(m)])
+                    if len(batch) > 1:
+                        # A batch can mix deliveries of a channel that died with those of its
+                        # successor; the latter would otherwise stay unacked on a live channel.
+                        self._later([(m, 0.0) for m in batch if not m.processed and _alive(m)])
                     return
                 if not (self._transient(exc) or isinstance(exc, AMQPError)):
-                    log.exception(
-                        "%s: unexpected error in a batch of %d; handling them one by one",
-                        self.name,
-                        len(batch),
-                    )
-                    for message in batch:
-                        if not message.processed:
-                            await self._handle(message, count=False)
+                    await self._unexpected(batch, exc)
                     return
                 if self._stopping:
                     for message in batch:
@@ -201,34 +185,18 @@ class Consumer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
 
-    async def _handle(self, message: AbstractIncomingMessage, *, count: bool = True) -> None:
-        if count and message.redelivered:
-            REDELIVERIES.labels(self.name).inc()
-        backoff = 0.05
-        while True:
-            try:
-                await self._handler(message)
-                return
-            except (ChannelInvalidStateError, AMQPConnectionError) as exc:
-                self._lost(exc)
-                return
-            except Exception as exc:
-                # A refused or reset socket is the database's when the handler says it is
-                # worth waiting out; left alone, the message would stay unacked on a live
-                # channel for ever and, prefetch by prefetch, stop the consumer.
-                if isinstance(exc, ConnectionError) and not self._transient(exc):
-                    self._lost(exc)
-                    return
-                if not (self._transient(exc) or isinstance(exc, AMQPError)):
-                    log.exception("%s: unexpected error; parking the message", self.name)
-                    await self._publisher.park(message, f"internal error: {exc!r}"[:500])
-                    return
-                if self._stopping:
-                    await self._abandon(message)
-                    return
-                self._retrying(exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff_s)
+    async def _unexpected(self, batch: list[AbstractIncomingMessage], exc: Exception) -> None:
+        if len(batch) > 1:
+            log.exception(
+                "%s: unexpected error in a batch of %d; handling them one by one",
+                self.name,
+                len(batch),
+            )
+            for message in batch:
+                await self._handle([message])
+            return
+        log.exception("%s: unexpected error; parking the message", self.name)
+        await self._publisher.park(batch[0], f"internal error: {exc!r}"[:500])
 
     def _retrying(self, exc: BaseException, backoff: float) -> None:
         log.warning(

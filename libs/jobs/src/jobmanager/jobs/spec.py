@@ -7,6 +7,7 @@ can trust a JobSpec: condition values fit their operator, regexes compile, templ
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +21,7 @@ __all__ = [
     "Condition",
     "JobSpec",
     "Op",
+    "PlannedRun",
     "Trigger",
 ]
 
@@ -153,3 +155,20 @@ class JobSpec(BaseModel):
         except ValueError as exc:
             raise ValueError(f"lane: {exc}") from None
         return source
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run an event causes, as the matcher plans it from a job: its script, rendered command
+    and lane, and the job's limits. `error` set: it could not be prepared (a template failed)
+    and the ledger records it as Failed with that Feedback instead of losing it."""
+
+    job_id: int | None
+    job_name: str
+    script: str
+    command: str
+    lane: str | None
+    timeout_s: float = 600.0
+    max_attempts: int = 1
+    retry_backoff_s: float = 0.0
+    error: str | None = None

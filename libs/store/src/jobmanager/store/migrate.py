@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.runtime import Unavailable
+from jobmanager.store import functions
 from jobmanager.store.db import create_database_if_missing
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -37,23 +38,31 @@ class SchemaBehind(Unavailable):
     """The database's schema is older than this version's; the message says what to run."""
 
 
-def _revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+def _revision(connection: Connection) -> tuple[str | None, str | None]:
+    """The schema's revision and the digest of its ledger functions."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    return current, functions.installed_digest(connection)
 
 
 async def check_schema(engine: AsyncEngine) -> None:
     """Raise SchemaBehind unless the database has this version's schema.
 
     A service started before `jobmanager migrate` ran (a deployment that starts them
-    together) would otherwise fail every transition and park every message. A schema newer
-    than this version's (a rolling upgrade that migrated first) is accepted: migrations add
-    what older code does not use.
+    together) would otherwise fail every transition and park every message. At this
+    version's revision the ledger's functions must be this version's `ledger.sql`. A schema
+    newer than this version's (a rolling upgrade that migrated first) is accepted: migrations
+    add what older code does not use.
     """
     async with engine.connect() as conn:
-        current = await conn.run_sync(_revision)
+        current, installed = await conn.run_sync(_revision)
     script = ScriptDirectory.from_config(alembic_config(""))
     head = script.get_current_head()
     if current == head:
+        if installed != functions.digest(functions.source()):
+            raise SchemaBehind(
+                "the database's ledger functions are not this version's: "
+                "run `jobmanager migrate` first"
+            )
         return
     if current is not None:
         try:

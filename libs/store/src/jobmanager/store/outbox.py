@@ -12,9 +12,9 @@ from jobmanager.core.messages import JobRequest, RunNotice
 
 @dataclass
 class Outbox:
-    """Requests for the gate, work for the executors (runs dispatched in the same
-    transaction, see `bulk.dispatch_due`) and notices for the runs exchange, published after
-    commit."""
+    """Requests for the gate, work for the executors (runs dispatched in the transaction
+    that made them due, or re-sent by the reaper) and notices for the runs exchange,
+    published after commit."""
 
     requests: list[JobRequest] = field(default_factory=list)
     notices: list[RunNotice] = field(default_factory=list)

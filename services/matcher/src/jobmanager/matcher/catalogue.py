@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.messages import Event
 from jobmanager.jobs.matching import JobIndex
+from jobmanager.jobs.spec import PlannedRun
 from jobmanager.jobs.templating import TemplateError, compile_template, render_command, render_lane
 from jobmanager.store import jobs as job_store
 from jobmanager.store import settings
-from jobmanager.store.ledger import PlannedRun
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
+from jobmanager.jobs.spec import PlannedRun
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import EVENTS, count_published
-from jobmanager.store import bulk, db, ledger
-from jobmanager.store.ledger import PlannedRun
+from jobmanager.store import db, ledger
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ class EventsHandler:
             await self._publisher.park(message, str(exc))
             return None
 
-    async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
-        """Many events in one statement (see `jobmanager.store.bulk`)."""
+    async def __call__(self, messages: list[AbstractIncomingMessage]) -> consumer.Later:
+        """A batch of events in one statement (`ledger.enqueue`), its own transaction."""
         accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
         catalogue = self._catalogue()
         for message in messages:
@@ -131,23 +131,15 @@ class EventsHandler:
         if not accepted:
             return []
         now = datetime.now(UTC)
-        # The batch is one statement (its own transaction), unless it holds a redelivered
-        # event: that may be a duplicate whose requests an earlier delivery committed but
-        # never published, re-sent (as in __call__) in the batch's transaction, so that a
-        # failure of either leaves both to be done again.
-        redelivered = any(message.redelivered for message, _, _ in accepted)
-        async with db.transaction(self._engine, single_statement=not redelivered) as conn:
-            done = await bulk.enqueue_many(
+        async with db.transaction(self._engine, single_statement=True) as conn:
+            done = await ledger.enqueue(
                 conn,
                 [(event, planned) for _, event, planned in accepted],
                 interval_s=catalogue.interval_s,
                 now=now,
                 dispatch=self._direct_dispatch,
+                redelivered=[bool(message.redelivered) for message, _, _ in accepted],
             )
-            for (message, event, _), recorded in zip(accepted, done.recorded, strict=True):
-                if not recorded and message.redelivered:
-                    runs = await ledger.runs_of_event(conn, event)
-                    done.outbox.extend(await ledger.resend_heads(conn, runs, now=now))
         await done.outbox.publish(self._publisher, now=now)
         count_published(done.outbox, now)
         for (_, event, planned), recorded in zip(accepted, done.recorded, strict=True):
@@ -173,31 +165,6 @@ class EventsHandler:
             len(planned),
             extra={"event_id": event.event_id},
         )
-
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        event = await self._parse(message)
-        if event is None:
-            return
-        catalogue = self._catalogue()
-        planned = catalogue.plan(event)
-        now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            outbox = await ledger.enqueue(
-                conn, event=event, planned=planned, interval_s=catalogue.interval_s, now=now
-            )
-            duplicate = outbox is None
-            if outbox is not None and self._direct_dispatch:
-                await bulk.dispatch_due(conn, outbox, now=now)
-            if outbox is None and message.redelivered:
-                # Recorded by an earlier delivery that may have died before publishing its
-                # lanes' requests; re-sending them is harmless (the gate takes a token once).
-                runs = await ledger.runs_of_event(conn, event)
-                outbox = await ledger.resend_heads(conn, runs, now=now)
-        if outbox is not None:
-            await outbox.publish(self._publisher, now=now)
-            count_published(outbox, now)  # a duplicate's re-sent requests carry no notice
-        self._count(event, planned, duplicate=duplicate)
-        await message.ack()
 
 
 def _json_kind(value: object) -> str:

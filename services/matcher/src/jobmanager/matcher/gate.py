@@ -1,14 +1,17 @@
 """The gate: a request that came due is dispatched to the executors, held, or dropped.
 
 The ledger decides (is the run still queued, is this its current request, is it its lane's
-head, is it time). The delay stage aims a little early, so the gate holds the last
-milliseconds itself and dispatches on time.
+head, is it time: `ledger_gate`). The delay stage aims a little early, so the gate holds the
+last milliseconds itself and dispatches on time: an early request is handed back to the
+consumer, to be decided again when it is due. One far too early (a delay longer than the
+stage holds) goes round the delay stage again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -19,7 +22,7 @@ from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
 from jobmanager.matcher.metrics import observe_dispatched
-from jobmanager.store import bulk, ledger
+from jobmanager.store import db, ledger
 from jobmanager.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -38,35 +41,33 @@ class GateHandler:
             await self._publisher.park(message, f"invalid job request: {exc.errors()[:3]}")
             return None
 
-    async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
-        """Many due requests in one transaction (see `jobmanager.store.bulk`). Those that came
-        early are handed back, to be held one by one until their time."""
-        if len(messages) == 1:
-            # One request costs the same either way, and the single path holds an early
-            # one without deciding twice.
-            return messages
+    async def __call__(self, messages: list[AbstractIncomingMessage]) -> consumer.Later:
+        """Decide on a batch of due requests in one statement (`ledger.gate`)."""
         valid = [(m, r) for m in messages if (r := await self._parse(m)) is not None]
+        if not valid:
+            return []
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            decisions = await bulk.gate_many(conn, [r for _, r in valid], now=now)
-        early: list[AbstractIncomingMessage] = []
-        sending = []
+        async with db.transaction(self._engine, single_statement=True) as conn:
+            decisions = await ledger.gate(conn, [r for _, r in valid], now=now)
+        later: consumer.Later = []
+        decided: list[AbstractIncomingMessage] = []
+        sending: list[Awaitable[None]] = []
         for (message, request), decision in zip(valid, decisions, strict=True):
             if isinstance(decision, ledger.Wait):
-                early.append(message)
+                wait = (decision.until - datetime.now(UTC)).total_seconds()
+                if wait <= self._hold_max_s:
+                    later.append((message, max(wait, 0.0)))
+                    continue
+                again = request.model_copy(update={"not_before": decision.until})
+                sending.append(self._publisher.schedule(again, now))
             elif isinstance(decision, ledger.Dispatch):
                 sending.append(self._send(request, decision, now))
             else:
                 self._dropped(request, decision)
+            decided.append(message)
         await asyncio.gather(*sending)
-        await consumer.ack(
-            [
-                m
-                for (m, _), d in zip(valid, decisions, strict=True)
-                if not isinstance(d, ledger.Wait)
-            ]
-        )
-        return early
+        await consumer.ack(decided)
+        return later
 
     async def _send(self, request: JobRequest, decision: ledger.Dispatch, now: datetime) -> None:
         observe_dispatched([request], now)
@@ -85,27 +86,3 @@ class GateHandler:
             decision.reason,
             extra={"run_id": request.run_id},
         )
-
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        request = await self._parse(message)
-        if request is None:
-            return
-        while True:
-            now = datetime.now(UTC)
-            async with self._engine.begin() as conn:
-                decision = await ledger.gate(conn, request, now=now)
-            if isinstance(decision, ledger.Wait):
-                wait = (decision.until - datetime.now(UTC)).total_seconds()
-                if wait <= self._hold_max_s:
-                    await asyncio.sleep(max(wait, 0.0))
-                    continue
-                # Far too early (a delay longer than the stage holds): round again.
-                await self._publisher.schedule(
-                    request.model_copy(update={"not_before": decision.until}), now
-                )
-            elif isinstance(decision, ledger.Dispatch):
-                await self._send(request, decision, now)
-            else:
-                self._dropped(request, decision)
-            await message.ack()
-            return

@@ -20,8 +20,7 @@ from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import RUN_SECONDS, count_published
-from jobmanager.store import bulk, db, executors, ledger
-from jobmanager.store.outbox import Outbox
+from jobmanager.store import db, executors, ledger
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,12 @@ class ResultsHandler:
         self._publisher = publisher
         self._catalogue = catalogue
 
-    async def batch(self, messages: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
-        """Many starts and results in one statement (see `jobmanager.store.bulk`).
-        Executor reports and messages of other keys are handed back, one by one."""
+    async def __call__(self, messages: list[AbstractIncomingMessage]) -> consumer.Later:
+        """A batch of starts and results in one statement (`ledger.record`); executor
+        reports in one transaction beside it."""
         started: list[tuple[AbstractIncomingMessage, RunStarted]] = []
         results: list[tuple[AbstractIncomingMessage, JobResult]] = []
-        singles: list[AbstractIncomingMessage] = []
+        reports: list[tuple[AbstractIncomingMessage, ExecutorReport]] = []
         for message in messages:
             key = message.routing_key
             try:
@@ -53,74 +52,38 @@ class ResultsHandler:
                     started.append((message, RunStarted.model_validate_json(message.body)))
                 elif key in ("run.succeeded", "run.failed"):
                     results.append((message, JobResult.model_validate_json(message.body)))
+                elif key == ExecutorReport.routing_key:
+                    reports.append((message, ExecutorReport.model_validate_json(message.body)))
                 else:
-                    singles.append(message)
+                    await self._publisher.park(message, f"unknown routing key {key!r}")
             except ValidationError as exc:
                 await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
+        if reports:
+            async with self._engine.begin() as conn:
+                for _, report in reports:
+                    await executors.record_report(conn, report)
+            await consumer.ack([message for message, _ in reports])
         if not (started or results):
-            return singles
-        interval = self._catalogue().interval_s
+            return []
         now = datetime.now(UTC)
-        # One statement, unless a redelivered result may need its lane's head re-sent (see
-        # EventsHandler.batch).
-        redelivered = any(message.redelivered for message, _ in results)
-        async with db.transaction(self._engine, single_statement=not redelivered) as conn:
-            done = await bulk.record_reports(
+        async with db.transaction(self._engine, single_statement=True) as conn:
+            done = await ledger.record(
                 conn,
                 [s for _, s in started],
                 [r for _, r in results],
-                interval_s=interval,
+                interval_s=self._catalogue().interval_s,
                 now=now,
                 dispatch=self._direct_dispatch,
+                redelivered=[bool(message.redelivered) for message, _ in results],
             )
-            outbox = done.outbox
-            # As in __call__: re-send the lane's head for a redelivered, recorded result.
-            again = [
-                result.run_id
-                for (message, result), recorded in zip(results, done.recorded, strict=True)
-                if not recorded and message.redelivered
-            ]
-            outbox.extend(await ledger.resend_heads(conn, again, now=now))
-        await outbox.publish(self._publisher, now=now)
-        count_published(outbox, now)
-        jobs = {notice.run_id: notice.job for notice in outbox.notices}
+        await done.outbox.publish(self._publisher, now=now)
+        count_published(done.outbox, now)
+        jobs = {notice.run_id: notice.job for notice in done.outbox.notices}
         for (_, result), recorded in zip(results, done.recorded, strict=True):
             if recorded:
                 RUN_SECONDS.labels(jobs[result.run_id]).observe(
                     (result.finished_at - result.started_at).total_seconds()
                 )
-        await consumer.ack([message for message, _ in [*started, *results]])
-        return singles
-
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        key = message.routing_key
-        now = datetime.now(UTC)
-        outbox: Outbox
-        try:
-            if key == ExecutorReport.routing_key:
-                report = ExecutorReport.model_validate_json(message.body)
-                async with self._engine.begin() as conn:
-                    await executors.record_report(conn, report)
-                outbox = Outbox()
-            elif key == "run.started":
-                started = RunStarted.model_validate_json(message.body)
-                async with self._engine.begin() as conn:
-                    outbox = await ledger.record_started(conn, started, now=now)
-            elif key in ("run.succeeded", "run.failed"):
-                result = JobResult.model_validate_json(message.body)
-                interval = self._catalogue().interval_s
-                async with self._engine.begin() as conn:
-                    outbox = await ledger.record_result(conn, result, interval_s=interval, now=now)
-                    if self._direct_dispatch:
-                        await bulk.dispatch_due(conn, outbox, now=now)
-                    if not outbox.notices and message.redelivered:
-                        # Recorded by an earlier delivery that may have died before
-                        # publishing the lane's next request.
-                        outbox = await ledger.resend_heads(conn, [result.run_id], now=now)
-                if outbox.notices:
-                    RUN_SECONDS.labels(outbox.notices[0].job).observe(
-                        (result.finished_at - result.started_at).total_seconds()
-                    )
                 log.debug(
                     "run %d attempt %d: %s",
                     result.run_id,
@@ -128,12 +91,5 @@ class ResultsHandler:
                     result.status,
                     extra={"run_id": result.run_id},
                 )
-            else:
-                await self._publisher.park(message, f"unknown routing key {key!r}")
-                return
-        except ValidationError as exc:
-            await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
-            return
-        await outbox.publish(self._publisher, now=now)
-        count_published(outbox, now)
-        await message.ack()
+        await consumer.ack([message for message, _ in [*started, *results]])
+        return []

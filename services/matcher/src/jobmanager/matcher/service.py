@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core import metrics
 from jobmanager.core.broker import Publisher, connect
-from jobmanager.core.consumer import BatchHandler, Consumer
+from jobmanager.core.consumer import Consumer, Handler
 from jobmanager.core.topology import Topology
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.config import MatcherSettings
@@ -29,6 +29,8 @@ from jobmanager.store import db
 from jobmanager.store.migrate import check_schema
 
 log = logging.getLogger(__name__)
+
+Consuming = tuple[Consumer, str, int]  # a consumer, its queue and its prefetch
 
 
 class CatalogueHolder:
@@ -97,18 +99,20 @@ async def _run(
     holder = CatalogueHolder(engine, await Catalogue.load(engine))
     log.info("catalogue loaded: %d enabled job(s)", len(holder.current.index))
 
-    def consumer(
-        name: str,
-        handler: Callable[[AbstractIncomingMessage], Awaitable[None]],
-        batch: BatchHandler | None = None,
-    ) -> Consumer:
-        return Consumer(
-            name,
-            handler,
-            publisher,
-            transient=db.transient,
-            batch=batch if settings.batch_max > 1 else None,
-            max_batch=settings.batch_max,
+    def consumer(name: str, handler: Handler, queue: str, prefetch: int) -> Consuming:
+        # Batching off (`batch_max` 1): messages one at a time, as many at once as prefetched.
+        batches = 1 if settings.batch_max > 1 else prefetch
+        return (
+            Consumer(
+                name,
+                handler,
+                publisher,
+                transient=db.transient,
+                max_batch=settings.batch_max,
+                batches=batches,
+            ),
+            queue,
+            prefetch,
         )
 
     events = EventsHandler(
@@ -121,14 +125,13 @@ async def _run(
     )
     gate = GateHandler(engine, publisher, hold_max_s=settings.gate_hold_max_s)
     results = ResultsHandler(engine, publisher, holder, direct_dispatch=settings.direct_dispatch)
-    consumers = [
-        (consumer("events", events, events.batch), topology.events_queue, settings.prefetch),
-        (consumer("gate", gate, gate.batch), topology.due_queue, settings.gate_prefetch),
-        (consumer("results", results, results.batch), topology.results_queue, settings.prefetch),
-    ]
-
     upkeep = Upkeep(settings, engine, connection, publisher, holder)
-    consumers.append((consumer("lost", upkeep.on_lost), topology.lost_queue, settings.prefetch))
+    consumers = [
+        consumer("events", events, topology.events_queue, settings.prefetch),
+        consumer("gate", gate, topology.due_queue, settings.gate_prefetch),
+        consumer("results", results, topology.results_queue, settings.prefetch),
+        consumer("lost", upkeep.on_lost, topology.lost_queue, settings.prefetch),
+    ]
 
     control_channel = await connection.channel()
     control_queue = await control_channel.declare_queue(exclusive=True, auto_delete=True)

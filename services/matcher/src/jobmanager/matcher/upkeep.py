@@ -17,13 +17,14 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
 from jobmanager.core.topology import WORK_DELIVERY_LIMIT
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.config import MatcherSettings
 from jobmanager.matcher.metrics import LANE_BACKLOG, count_notices
-from jobmanager.store import ledger
+from jobmanager.store import db, ledger
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,12 @@ class Upkeep:
         now = datetime.now(UTC)
         interval = self._catalogue().interval_s
         idle = await self._work_queue_idle()
-        async with self._engine.begin() as conn:
+        # Each repair is one statement, its own transaction, locking in the ledger's order.
+        async with db.transaction(self._engine, single_statement=True) as conn:
             outbox = await ledger.check_lanes(
                 conn, interval_s=interval, now=now, grace_s=self._settings.lane_grace_s
             )
-            reaped, resend = await ledger.reap(
+            reaped = await ledger.reap(
                 conn,
                 now=now,
                 interval_s=interval,
@@ -68,49 +70,55 @@ class Upkeep:
                 dispatch_grace_s=self._settings.dispatch_grace_s,
                 work_queue_idle=idle,
             )
-            outbox.extend(reaped)
             LANE_BACKLOG.set(await ledger.queued_count(conn))
+        outbox.extend(reaped)
         if outbox.requests or reaped.notices:
             log.warning(
                 "upkeep: %d lane(s) rescheduled, %d lost attempt(s) failed",
                 len(outbox.requests),
                 len(reaped.notices),
             )
-        if resend:
+        if reaped.work:
             log.warning(
-                "upkeep: re-sending %d dispatched run(s) whose request was lost", len(resend)
+                "upkeep: re-sending %d dispatched run(s) whose request was lost",
+                len(reaped.work),
             )
         await outbox.publish(self._publisher, now=now)
         count_notices(outbox.notices)
-        for request in resend:
-            await self._publisher.publish("", self._publisher.topology.work_queue, request)
 
-    async def on_lost(self, message: AbstractIncomingMessage) -> None:
-        """A request the work queue dead-lettered: end its run as Failed, for good."""
-        try:
-            request = JobRequest.model_validate_json(message.body)
-        except ValidationError as exc:
-            await self._publisher.park(message, f"invalid lost job request: {exc.errors()[:3]}")
-            return
-        deliveries = _deliveries(message)
+    async def on_lost(self, messages: list[AbstractIncomingMessage]) -> consumer.Later:
+        """Requests the work queue dead-lettered: end their runs as Failed, for good."""
+        lost: list[tuple[AbstractIncomingMessage, ledger.Lost]] = []
+        for message in messages:
+            try:
+                request = JobRequest.model_validate_json(message.body)
+            except ValidationError as exc:
+                await self._publisher.park(message, f"invalid lost job request: {exc.errors()[:3]}")
+                continue
+            deliveries = _deliveries(message)
+            feedback = (
+                f"executor lost: the request was handed to executors {deliveries} times and "
+                "each died before reporting a result (a script that crashes or kills its "
+                "executor?); not retried"
+            )
+            lost.append((message, ledger.Lost(request.run_id, request.attempt, feedback)))
+        if not lost:
+            return []
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            outbox = await ledger.fail_lost(
-                conn,
-                request,
-                deliveries=deliveries,
-                interval_s=self._catalogue().interval_s,
-                now=now,
+        async with db.transaction(self._engine, single_statement=True) as conn:
+            done = await ledger.record(
+                conn, [], [r for _, r in lost], interval_s=self._catalogue().interval_s, now=now
             )
-        if outbox.notices:
-            log.warning(
-                "run %d failed: its executor died on each of %d deliveries",
-                request.run_id,
-                deliveries,
-                extra={"run_id": request.run_id},
-            )
-        await outbox.publish(self._publisher, now=now)
-        await message.ack()
+        for (_, result), recorded in zip(lost, done.recorded, strict=True):
+            if recorded:
+                log.warning(
+                    "run %d failed: its executor died on every delivery of its request",
+                    result.run_id,
+                    extra={"run_id": result.run_id},
+                )
+        await done.outbox.publish(self._publisher, now=now)
+        await consumer.ack([message for message, _ in lost])
+        return []
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:

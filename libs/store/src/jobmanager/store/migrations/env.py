@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from jobmanager.store import functions
 from jobmanager.store.db import create_engine
 from jobmanager.store.models import Base
 
@@ -17,6 +18,11 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
+        # The ledger's functions are a repeatable migration: whenever the tables are at this
+        # version's head, the database gets this version's `ledger.sql` (if it differs).
+        at = context.get_context().get_current_revision()
+        if at == context.script.get_current_head():
+            functions.install(connection)
 
 
 async def _migrate(url: str) -> None:

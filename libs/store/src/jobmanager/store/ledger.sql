@@ -1,0 +1,718 @@
+-- The ledger: every rule of a run's life (SPEC §5), each written once, here.
+--
+-- `jobmanager.store.ledger` only calls these functions; `jobmanager migrate` installs this
+-- file as it is (`jobmanager.store.functions`), so it is the one source of their text.
+--
+-- States: queued -> dispatched -> running -> succeeded | failed, queued -> removed, and
+-- failed (attempts left) -> queued. A lane row's `head_run_id` is the one run that owns the
+-- lane: scheduled (queued, its request in the broker) or active (dispatched or running);
+-- the lane's other queued runs wait here. Each scheduling of a run increments its `token`,
+-- carried by its request, and the gate accepts only the current one.
+--
+-- Lock order, everywhere: lane rows first, in name order (byte order: COLLATE "C"), then run
+-- rows in id order. Queued runs of a lane are changed only by whoever holds its lane's lock,
+-- so picking a lane's next head needs no lock of its own.
+--
+-- Every function returns what the caller has to publish after commit or to know, one row per
+-- item, as (kind, item, run, payload, note):
+--   recorded  the input at index `item` changed the ledger (false for a duplicate);
+--   notice    the run's new state, for the runs exchange;
+--   request   the run is its lane's head, due at its `not_before`: for the gate;
+--   work      the run was dispatched: for the executors, with its event as `payload`;
+--   wait      the gate's request at `item` came early: due at the run's `not_before`;
+--   stale     the gate's request at `item` is no longer wanted: `note` says why;
+--   missing   an operator action's run does not exist: `note` says so;
+--   conflict  an operator action the run's state does not allow: `note` says why.
+-- Parameters end in `_` where a bare name would be a column's too.
+
+-- When a lane's next run may start: the interval after its last run finished.
+CREATE FUNCTION ledger_slot(
+    last_finished timestamptz, interval_s double precision, now_ timestamptz
+) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN last_finished IS NULL THEN now_
+                ELSE greatest(now_, last_finished + make_interval(secs => interval_s)) END
+$$;
+
+-- Lock these lanes in the lock order, creating those that do not exist yet; their rows.
+-- (The no-op update is what locks an existing row.)
+CREATE FUNCTION ledger_lock_lanes(names text[]) RETURNS SETOF lanes
+LANGUAGE sql AS $$
+    INSERT INTO lanes (name)
+    SELECT d.name FROM (SELECT DISTINCT n AS name FROM unnest(names) AS n) AS d
+    WHERE d.name IS NOT NULL
+    ORDER BY d.name COLLATE "C"
+    ON CONFLICT (name) DO UPDATE SET name = excluded.name
+    RETURNING *
+$$;
+
+-- Lock an operator action's run and its lane, lane first (a run's lane never changes, so it
+-- is read before the run is locked); the run's row, or none.
+CREATE FUNCTION ledger_lock_run(run_id_ bigint) RETURNS SETOF runs
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM ledger_lock_lanes(ARRAY(SELECT r.lane FROM runs AS r WHERE r.id = run_id_));
+    RETURN QUERY SELECT r.* FROM runs AS r WHERE r.id = run_id_ FOR UPDATE;
+END
+$$;
+
+-- Lock an operator action's run (and its lane) and refuse the action unless the run is in
+-- the `wanted` state: a `missing` or `conflict` row saying why, or no row at all.
+CREATE FUNCTION ledger_refused(run_id_ bigint, wanted text, action text)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r runs;
+BEGIN
+    SELECT * INTO r FROM ledger_lock_run(run_id_);
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'missing'::text, NULL::int, NULL::runs, NULL::jsonb,
+                            format('run %s does not exist', run_id_);
+    ELSIF r.state <> wanted THEN
+        RETURN QUERY SELECT 'conflict'::text, NULL::int, r, NULL::jsonb, CASE
+            WHEN wanted <> 'queued' THEN
+                format('run %s is %s: only a %s run can be %s', r.id, r.state, wanted, action)
+            WHEN r.state IN ('dispatched', 'running') THEN
+                format('run %s is already %s on an executor and cannot be %s; '
+                       'it will end in Executed or Failed', r.id, r.state, action)
+            ELSE format('run %s is %s, not queued, and cannot be %s', r.id, r.state, action)
+        END;
+    END IF;
+END
+$$;
+
+-- Give queued runs a new token and due time: the request that carries them becomes the
+-- only one the gate accepts. The caller holds their lanes.
+CREATE FUNCTION ledger_schedule(ids bigint[], due timestamptz) RETURNS SETOF runs
+LANGUAGE sql AS $$
+    UPDATE runs SET token = runs.token + 1, not_before = due
+    WHERE runs.id = ANY(ids)
+    RETURNING runs.*
+$$;
+
+-- Dispatch queued runs that are due: they become dispatched, with their attempt opened; their
+-- work, with the event. The caller holds their lanes and rows and knows each to be its
+-- lane's head with the current token.
+CREATE FUNCTION ledger_dispatch(ids bigint[], now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE sql AS $$
+    WITH sent AS (
+        UPDATE runs SET state = 'dispatched', dispatched_at = now_
+        WHERE runs.id = ANY(ids)
+        RETURNING runs.*
+    ), opened AS (
+        INSERT INTO attempts (run_id, attempt, dispatched_at)
+        SELECT s.id, s.attempt, now_ FROM sent AS s
+        ON CONFLICT (run_id, attempt) DO UPDATE SET dispatched_at = excluded.dispatched_at
+    )
+    SELECT 'work'::text, NULL::int, s::runs, e.payload, NULL::text
+    FROM sent AS s LEFT JOIN events AS e ON e.id = s.event_pk
+    ORDER BY s.id
+$$;
+
+-- Move these locked lanes on: each one's next queued run (an Execute Now first, then enqueue
+-- order) becomes its head with a new token, due at the lane's slot (at once for an Execute
+-- Now); a lane with nothing queued becomes idle. With `dispatch`, a head due now is
+-- dispatched at once (it holds every check of the gate by construction).
+CREATE FUNCTION ledger_advance(
+    names text[], now_ timestamptz, interval_s double precision, dispatch boolean
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE sql AS $$
+    WITH nxt AS (
+        SELECT l.name, n.id,
+               CASE WHEN n.execute_now_at IS NOT NULL THEN now_
+                    ELSE ledger_slot(l.last_finished_at, interval_s, now_) END AS due
+        FROM lanes AS l
+        LEFT JOIN LATERAL (
+            SELECT r.id, r.execute_now_at FROM runs AS r
+            WHERE r.lane = l.name AND r.state = 'queued'
+            ORDER BY r.execute_now_at ASC NULLS LAST, r.id
+            LIMIT 1
+        ) AS n ON true
+        WHERE l.name = ANY(names)
+    ), heads AS (
+        UPDATE lanes SET head_run_id = nxt.id FROM nxt WHERE lanes.name = nxt.name
+    ), moved AS (
+        UPDATE runs SET
+            token = runs.token + 1,
+            not_before = nxt.due,
+            state = CASE WHEN dispatch AND nxt.due <= now_ THEN 'dispatched' ELSE runs.state END,
+            dispatched_at = CASE WHEN dispatch AND nxt.due <= now_
+                                 THEN now_ ELSE runs.dispatched_at END
+        FROM nxt
+        WHERE runs.id = nxt.id
+        RETURNING runs.*
+    ), opened AS (
+        INSERT INTO attempts (run_id, attempt, dispatched_at)
+        SELECT m.id, m.attempt, m.dispatched_at FROM moved AS m WHERE m.state = 'dispatched'
+        ON CONFLICT (run_id, attempt) DO UPDATE SET dispatched_at = excluded.dispatched_at
+    )
+    SELECT CASE WHEN m.state = 'dispatched' THEN 'work' ELSE 'request' END::text, NULL::int,
+           m::runs, e.payload, NULL::text
+    FROM moved AS m LEFT JOIN events AS e ON e.id = m.event_pk AND m.state = 'dispatched'
+    ORDER BY m.id
+$$;
+
+-- The current requests of the lanes these runs belong to (a run without a lane is its own
+-- head): for a redelivered input whose work an earlier delivery committed but may never have
+-- published. Re-sending is harmless: the gate accepts a token once.
+CREATE FUNCTION ledger_resend(ids bigint[], now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE sql AS $$
+    SELECT 'request'::text, NULL::int, r::runs, NULL::jsonb, NULL::text
+    FROM runs AS r
+    WHERE r.state = 'queued' AND r.id IN (
+        SELECT x.id FROM runs AS x WHERE x.id = ANY(ids) AND x.lane IS NULL
+        UNION
+        SELECT l.head_run_id FROM lanes AS l
+        WHERE l.name IN (SELECT x.lane FROM runs AS x WHERE x.id = ANY(ids))
+    )
+    ORDER BY r.id
+$$;
+
+-- Enqueue: record new events and create their runs. `batch`: the events, [{i, source,
+-- event_id, event_type, occurred_at, payload, matched, redelivered}]; `planned`: their runs,
+-- [{n (the order of creation), i (the event's index), job_id, job_name, script, command,
+-- lane, timeout_s, max_attempts, retry_backoff_s, error}]. The unique (source, event_id) key
+-- makes a duplicate create nothing (a redelivered one has its runs' lanes' heads re-sent).
+-- A run whose templates failed (`error`) is recorded failed, with its one attempt. Lanes that
+-- were idle get their first new run as head; a run without a lane is its own head, due now.
+CREATE FUNCTION ledger_enqueue(
+    batch jsonb, planned jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_items int[];
+    new_pks bigint[];
+    idle text[];
+    made runs[];
+    again bigint[];
+BEGIN
+    -- Record the new events, in key order: two batches inserting the same events wait for
+    -- each other in the unique index in one order, so they cannot deadlock there. Of an
+    -- event twice in the batch, the first copy is the one recorded.
+    WITH given AS (
+        SELECT * FROM jsonb_to_recordset(batch) AS g(
+            i int, source text, event_id text, event_type text, occurred_at timestamptz,
+            payload jsonb, matched int)
+    ), inserted AS (
+        INSERT INTO events (source, event_id, event_type, occurred_at, received_at, payload,
+                            matched)
+        SELECT g.source, g.event_id, g.event_type, g.occurred_at, now_, g.payload, g.matched
+        FROM given AS g
+        ORDER BY g.source COLLATE "C", g.event_id COLLATE "C", g.i
+        ON CONFLICT (source, event_id) DO NOTHING
+        RETURNING events.id, events.source, events.event_id
+    ), first AS (
+        SELECT DISTINCT ON (g.source, g.event_id) g.i, g.source, g.event_id
+        FROM given AS g
+        ORDER BY g.source, g.event_id, g.i
+    )
+    SELECT array_agg(f.i ORDER BY f.i), array_agg(ins.id ORDER BY f.i)
+    INTO new_items, new_pks
+    FROM inserted AS ins
+    JOIN first AS f ON f.source = ins.source AND f.event_id = ins.event_id;
+
+    RETURN QUERY SELECT 'recorded'::text, n, NULL::runs, NULL::jsonb, NULL::text
+                 FROM unnest(new_items) AS n;
+
+    SELECT array_agg(r.id) INTO again
+    FROM jsonb_to_recordset(batch) AS g(i int, source text, event_id text, redelivered boolean)
+    JOIN events AS e ON e.source = g.source AND e.event_id = g.event_id
+    JOIN runs AS r ON r.event_pk = e.id
+    WHERE g.redelivered AND g.i <> ALL(coalesce(new_items, '{}'));
+
+    IF new_items IS NOT NULL THEN
+        -- Lanes first, then the runs: ids handed out under the lane locks keep each lane's
+        -- enqueue order equal to its commit order.
+        SELECT array_agg(l.name) INTO idle
+        FROM ledger_lock_lanes(ARRAY(
+            SELECT p.lane FROM jsonb_to_recordset(planned) AS p(i int, lane text, error text)
+            WHERE p.i = ANY(new_items) AND p.error IS NULL)) AS l
+        WHERE l.head_run_id IS NULL;
+
+        WITH created AS (
+            INSERT INTO runs (job_id, job_name, script, command, lane, event_pk, event_id,
+                              state, max_attempts, retry_backoff_s, timeout_s, enqueued_at,
+                              result, feedback, finished_at, token, not_before)
+            SELECT p.job_id, p.job_name, p.script, p.command, p.lane, e.pk, g.event_id,
+                   CASE WHEN p.error IS NULL THEN 'queued' ELSE 'failed' END,
+                   p.max_attempts, p.retry_backoff_s, p.timeout_s, now_,
+                   CASE WHEN p.error IS NOT NULL THEN 2 END,
+                   coalesce(p.error, ''),
+                   CASE WHEN p.error IS NOT NULL THEN now_ END,
+                   CASE WHEN p.lane IS NULL AND p.error IS NULL THEN 1 ELSE 0 END,
+                   CASE WHEN p.lane IS NULL AND p.error IS NULL THEN now_ END
+            FROM jsonb_to_recordset(planned) AS p(
+                n int, i int, job_id int, job_name text, script text, command text,
+                lane text, timeout_s double precision, max_attempts int,
+                retry_backoff_s double precision, error text)
+            JOIN unnest(new_items, new_pks) AS e(i, pk) ON e.i = p.i
+            JOIN jsonb_to_recordset(batch) AS g(i int, event_id text) ON g.i = p.i
+            ORDER BY p.n
+            RETURNING *
+        )
+        SELECT array_agg(c::runs ORDER BY c.id) INTO made FROM created AS c;
+
+        INSERT INTO attempts (run_id, attempt, finished_at, result, feedback)
+        SELECT m.id, 1, now_, 2, m.feedback FROM unnest(made) AS m WHERE m.state = 'failed';
+
+        RETURN QUERY SELECT 'notice'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
+                     FROM unnest(made) AS m ORDER BY m.id;
+        IF dispatch THEN
+            RETURN QUERY SELECT * FROM ledger_dispatch(
+                ARRAY(SELECT m.id FROM unnest(made) AS m
+                      WHERE m.lane IS NULL AND m.state = 'queued' ORDER BY m.id), now_);
+        ELSE
+            RETURN QUERY SELECT 'request'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
+                         FROM unnest(made) AS m
+                         WHERE m.lane IS NULL AND m.state = 'queued' ORDER BY m.id;
+        END IF;
+        IF idle IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM ledger_advance(idle, now_, interval_s, dispatch);
+        END IF;
+    END IF;
+    IF again IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_resend(again, now_);
+    END IF;
+END
+$$;
+
+-- The gate: decide on requests that came due, one decision per request. `requests`: [{n,
+-- run_id, attempt, token, lane}]. A request is dispatched only if its run still exists, is
+-- queued, has the request's attempt and token, is its lane's head and is due; of the same
+-- request twice, the first is dispatched.
+CREATE FUNCTION ledger_gate(requests jsonb, now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    items int[];
+    kinds text[];
+    notes text[];
+    ids bigint[];
+BEGIN
+    PERFORM 1 FROM lanes AS l
+    WHERE l.name = ANY(ARRAY(SELECT q.lane FROM jsonb_to_recordset(requests) AS q(lane text)))
+    ORDER BY l.name COLLATE "C" FOR UPDATE;
+    PERFORM 1 FROM runs AS r
+    WHERE r.id = ANY(ARRAY(
+        SELECT q.run_id FROM jsonb_to_recordset(requests) AS q(run_id bigint)))
+    ORDER BY r.id FOR UPDATE;
+
+    WITH q AS (
+        SELECT * FROM jsonb_to_recordset(requests) AS q(
+            n int, run_id bigint, attempt int, token int, lane text)
+    ), checked AS (
+        SELECT q.n, q.run_id,
+            CASE
+                WHEN r.id IS NULL THEN 'the run no longer exists'
+                WHEN r.state <> 'queued' THEN format('the run is %s', r.state)
+                WHEN r.attempt <> q.attempt OR r.token <> q.token THEN 'the run was rescheduled'
+                WHEN q.lane IS NOT NULL AND l.head_run_id IS DISTINCT FROM r.id
+                    THEN 'the run is not its lane''s head'
+            END AS stale,
+            r.not_before IS NOT NULL AND r.not_before > now_ AS early
+        FROM q
+        LEFT JOIN runs AS r ON r.id = q.run_id
+        LEFT JOIN lanes AS l ON l.name = q.lane
+    ), ranked AS (
+        SELECT c.*,
+               min(c.n) FILTER (WHERE c.stale IS NULL AND NOT c.early)
+                   OVER (PARTITION BY c.run_id) AS first
+        FROM checked AS c
+    )
+    SELECT array_agg(k.n ORDER BY k.n), array_agg(k.kind ORDER BY k.n),
+           array_agg(k.note ORDER BY k.n), array_agg(k.run_id ORDER BY k.n)
+    INTO items, kinds, notes, ids
+    FROM (
+        SELECT x.n, x.run_id,
+            CASE WHEN x.first < x.n OR x.stale IS NOT NULL THEN 'stale'
+                 WHEN x.early THEN 'wait' ELSE 'work' END AS kind,
+            CASE WHEN x.first < x.n THEN 'the run is dispatched' ELSE x.stale END AS note
+        FROM ranked AS x
+    ) AS k;
+
+    RETURN QUERY
+    SELECT d.kind, d.n, r, NULL::jsonb, d.note
+    FROM unnest(items, kinds, notes, ids) AS d(n, kind, note, run_id)
+    LEFT JOIN runs AS r ON r.id = d.run_id
+    WHERE d.kind <> 'work';
+    RETURN QUERY
+    SELECT 'work'::text, d.n, w.run, w.payload, NULL::text
+    FROM ledger_dispatch(
+        ARRAY(SELECT d.run_id FROM unnest(kinds, ids) AS d(kind, run_id) WHERE d.kind = 'work'),
+        now_) AS w
+    JOIN unnest(items, kinds, ids) AS d(n, kind, run_id)
+        ON d.kind = 'work' AND d.run_id = (w.run).id;
+END
+$$;
+
+-- What executors reported, starts then results. `started`: [{n, run_id, attempt, started_at,
+-- executor}]; `results`: [{n, run_id, attempt, result, feedback, started_at, finished_at,
+-- executor, output_tail, final, redelivered}], `n` being the arrival order (a result's
+-- `recorded` row gives its `n` as `item`). The first report of a run's active attempt
+-- counts; any other changes nothing. A start makes a dispatched run running. A result ends
+-- the attempt: a failure with attempts left (and not `final`: a request the broker gave up
+-- on) puts the run back to queued as its lane's head, due after max(its backoff, the
+-- interval); anything else ends the run and moves its lane on. A result without a start
+-- time or an executor (one recorded for a lost executor) takes the run's.
+CREATE FUNCTION ledger_record(
+    started jsonb, results jsonb, now_ timestamptz, interval_s double precision,
+    dispatch boolean
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids bigint[];
+    locked_lanes text[];
+    ended runs[];
+    ended_items int[];
+    retried bigint[];
+    advancing text[];
+    again bigint[];
+BEGIN
+    SELECT array_agg(DISTINCT x.run_id) INTO ids FROM (
+        SELECT s.run_id FROM jsonb_to_recordset(started) AS s(run_id bigint)
+        UNION ALL
+        SELECT r.run_id FROM jsonb_to_recordset(results) AS r(run_id bigint)
+    ) AS x;
+    IF ids IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(l.name) INTO locked_lanes FROM (
+        SELECT lanes.name FROM lanes
+        WHERE lanes.name = ANY(ARRAY(SELECT runs.lane FROM runs WHERE runs.id = ANY(ids)))
+        ORDER BY lanes.name COLLATE "C" FOR UPDATE
+    ) AS l;
+    PERFORM 1 FROM runs WHERE runs.id = ANY(ids) ORDER BY runs.id FOR UPDATE;
+
+    RETURN QUERY
+    WITH r AS MATERIALIZED (  -- by key: a join on `runs` could pick the index on state
+        SELECT * FROM runs WHERE runs.id = ANY(ids)
+    ), first AS (
+        SELECT DISTINCT ON (r.id) r.id, s.attempt, s.started_at, s.executor
+        FROM jsonb_to_recordset(started) AS s(
+            n int, run_id bigint, attempt int, started_at timestamptz, executor text)
+        JOIN r ON r.id = s.run_id AND r.attempt = s.attempt AND r.state = 'dispatched'
+        ORDER BY r.id, s.n
+    ), tried AS (
+        UPDATE attempts SET started_at = f.started_at, executor = f.executor
+        FROM first AS f
+        WHERE attempts.run_id = f.id AND attempts.attempt = f.attempt
+    ), changed AS (
+        UPDATE runs SET state = 'running', started_at = f.started_at, executor = f.executor
+        FROM first AS f
+        WHERE runs.id = f.id
+        RETURNING runs.*
+    )
+    SELECT 'notice'::text, NULL::int, c::runs, NULL::jsonb, NULL::text
+    FROM changed AS c ORDER BY c.id;
+
+    -- A lane has one active run, so at most one result per lane changes anything.
+    WITH r AS MATERIALIZED (
+        SELECT * FROM runs WHERE runs.id = ANY(ids)
+    ), v AS (
+        SELECT DISTINCT ON (r.id)
+            x.n AS item, r.id, r.attempt, r.lane,
+            x.result = 2 AND r.attempt < r.max_attempts AND NOT coalesce(x.final, false)
+                AS retry,
+            least(coalesce(x.finished_at, now_), now_) AS finished,
+            greatest(r.retry_backoff_s,
+                     CASE WHEN r.lane IS NOT NULL THEN interval_s ELSE 0 END) AS wait,
+            x.result, coalesce(x.feedback, '') AS feedback,
+            coalesce(x.output_tail, '') AS output_tail,
+            coalesce(x.started_at, r.started_at, r.dispatched_at, now_) AS started_at,
+            coalesce(x.executor, r.executor, 'unknown') AS executor
+        FROM jsonb_to_recordset(results) AS x(
+            n int, run_id bigint, attempt int, result smallint, feedback text,
+            started_at timestamptz, finished_at timestamptz, executor text, output_tail text,
+            final boolean)
+        JOIN r ON r.id = x.run_id AND r.attempt = x.attempt
+                AND r.state IN ('dispatched', 'running')
+        ORDER BY r.id, x.n
+    ), tried AS (
+        UPDATE attempts SET
+            started_at = coalesce(attempts.started_at, v.started_at),
+            finished_at = v.finished, result = v.result, feedback = v.feedback,
+            executor = v.executor, output_tail = v.output_tail
+        FROM v
+        WHERE attempts.run_id = v.id AND attempts.attempt = v.attempt
+    ), finished AS (
+        UPDATE lanes SET last_finished_at = v.finished
+        FROM v
+        WHERE lanes.name = v.lane
+    ), done AS (
+        UPDATE runs AS t SET
+            state = CASE WHEN v.retry THEN 'queued'
+                         WHEN v.result = 3 THEN 'succeeded' ELSE 'failed' END,
+            attempt = CASE WHEN v.retry THEN t.attempt + 1 ELSE t.attempt END,
+            token = CASE WHEN v.retry THEN t.token + 1 ELSE t.token END,
+            not_before = CASE WHEN v.retry THEN v.finished + make_interval(secs => v.wait)
+                              ELSE t.not_before END,
+            execute_now_at = CASE WHEN v.retry THEN NULL ELSE t.execute_now_at END,
+            dispatched_at = CASE WHEN v.retry THEN NULL ELSE t.dispatched_at END,
+            finished_at = CASE WHEN v.retry THEN t.finished_at ELSE v.finished END,
+            started_at = coalesce(t.started_at, v.started_at),
+            result = v.result, feedback = v.feedback, executor = v.executor,
+            output_tail = v.output_tail
+        FROM v
+        WHERE t.id = v.id
+        RETURNING t AS row_, t.id, t.lane, v.item, v.retry
+    )
+    SELECT array_agg(d.row_ ORDER BY d.id), array_agg(d.item),
+           array_agg(d.id ORDER BY d.id) FILTER (WHERE d.retry),
+           array_agg(d.lane) FILTER (WHERE NOT d.retry AND d.lane = ANY(locked_lanes))
+    INTO ended, ended_items, retried, advancing
+    FROM done AS d;
+
+    SELECT array_agg(x.run_id) INTO again
+    FROM jsonb_to_recordset(results) AS x(n int, run_id bigint, redelivered boolean)
+    WHERE x.redelivered AND x.n <> ALL(coalesce(ended_items, '{}'));
+
+    IF ended IS NOT NULL THEN
+        RETURN QUERY SELECT 'recorded'::text, n, NULL::runs, NULL::jsonb, NULL::text
+                     FROM unnest(ended_items) AS n;
+        RETURN QUERY SELECT 'notice'::text, NULL::int, e::runs, NULL::jsonb, NULL::text
+                     FROM unnest(ended) AS e ORDER BY e.id;
+        -- A retry stays its lane's head: requested again after its wait, or dispatched now.
+        IF dispatch THEN
+            RETURN QUERY SELECT * FROM ledger_dispatch(
+                ARRAY(SELECT e.id FROM unnest(ended) AS e
+                      WHERE e.id = ANY(retried) AND e.not_before <= now_ ORDER BY e.id), now_);
+        END IF;
+        RETURN QUERY SELECT 'request'::text, NULL::int, e::runs, NULL::jsonb, NULL::text
+                     FROM unnest(ended) AS e
+                     WHERE e.id = ANY(retried) AND NOT (dispatch AND e.not_before <= now_)
+                     ORDER BY e.id;
+        IF advancing IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM ledger_advance(advancing, now_, interval_s, dispatch);
+        END IF;
+    END IF;
+    IF again IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_resend(again, now_);
+    END IF;
+END
+$$;
+
+-- The reaper. A run still running its timeout plus `running_grace_s` after it started lost
+-- its executor without the broker noticing (the executor would have killed the script and
+-- reported, and a dead executor's request would have been handed on): the attempt fails
+-- ("executor lost") and retries like any failure. A run dispatched for longer than
+-- `dispatch_grace_s` while the work queue holds no ready message (`work_queue_idle`) lost
+-- its work request between a commit and its publish: its work is returned to be sent again,
+-- with the same token.
+CREATE FUNCTION ledger_reap(
+    now_ timestamptz, interval_s double precision, running_grace_s double precision,
+    dispatch_grace_s double precision, work_queue_idle boolean, lim int
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lost jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'n', s.n, 'run_id', s.id, 'attempt', s.attempt, 'result', 2,
+        'feedback', format('executor lost: no result %s s (the timeout) + %s s after the '
+                           'script started on %s', s.timeout_s, running_grace_s, s.executor)
+    )), '[]') INTO lost
+    FROM (
+        SELECT (row_number() OVER (ORDER BY r.id))::int - 1 AS n, r.*
+        FROM runs AS r
+        WHERE r.state = 'running'
+          AND r.started_at + make_interval(secs => r.timeout_s + running_grace_s) < now_
+        ORDER BY r.id LIMIT lim
+    ) AS s;
+    RETURN QUERY SELECT * FROM ledger_record('[]', lost, now_, interval_s, false) AS d
+                 WHERE d.kind <> 'recorded';
+    IF work_queue_idle THEN
+        RETURN QUERY
+        SELECT 'work'::text, NULL::int, r::runs, e.payload, NULL::text
+        FROM runs AS r LEFT JOIN events AS e ON e.id = r.event_pk
+        WHERE r.state = 'dispatched'
+          AND r.dispatched_at < now_ - make_interval(secs => dispatch_grace_s)
+        ORDER BY r.id LIMIT lim;
+    END IF;
+END
+$$;
+
+-- The lane check: idle lanes with queued runs get a head, and heads overdue by more than
+-- `grace_s` get a new token and request, due now (a publish lost between a commit and a
+-- crash; the old request, should it still arrive, is then stale). At most `lim` of each.
+CREATE FUNCTION ledger_check_lanes(
+    now_ timestamptz, interval_s double precision, grace_s double precision, lim int
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    idle text[];
+    overdue bigint[];
+    late timestamptz := now_ - make_interval(secs => grace_s);
+BEGIN
+    SELECT array_agg(x.name) INTO idle FROM (
+        SELECT l.name FROM lanes AS l
+        WHERE l.head_run_id IS NULL
+          AND EXISTS (SELECT 1 FROM runs AS w WHERE w.lane = l.name AND w.state = 'queued')
+        LIMIT lim
+    ) AS x;
+    SELECT array_agg(x.id) INTO overdue FROM (
+        SELECT r.id FROM runs AS r
+        WHERE r.state = 'queued' AND r.not_before < late
+        ORDER BY r.not_before LIMIT lim
+    ) AS x;
+    IF idle IS NULL AND overdue IS NULL THEN
+        RETURN;
+    END IF;
+    -- All the lanes, then the runs, each in the lock order; then decide again on what
+    -- committed meanwhile (each statement sees it).
+    PERFORM 1 FROM lanes AS l
+    WHERE l.name = ANY(idle)
+       OR l.name = ANY(ARRAY(SELECT r.lane FROM runs AS r WHERE r.id = ANY(overdue)))
+    ORDER BY l.name COLLATE "C" FOR UPDATE;
+    PERFORM 1 FROM runs AS r WHERE r.id = ANY(overdue) ORDER BY r.id FOR UPDATE;
+
+    RETURN QUERY SELECT * FROM ledger_advance(
+        ARRAY(SELECT l.name FROM lanes AS l WHERE l.name = ANY(idle) AND l.head_run_id IS NULL),
+        now_, interval_s, false);
+    RETURN QUERY
+    SELECT 'request'::text, NULL::int, s::runs, NULL::jsonb, NULL::text
+    FROM ledger_schedule(ARRAY(
+        SELECT r.id FROM runs AS r LEFT JOIN lanes AS l ON l.name = r.lane
+        WHERE r.id = ANY(overdue) AND r.state = 'queued' AND r.not_before < late
+          AND (r.lane IS NULL OR l.head_run_id = r.id)), now_) AS s
+    ORDER BY s.id;
+END
+$$;
+
+-- A changed interval applies to each lane's next dispatch: the lanes' waiting heads are
+-- rescheduled at their new slot. Heads waiting for a retry's wait or marked Execute Now
+-- keep their time, and so do lanes where no run finished yet.
+CREATE FUNCTION ledger_apply_interval(interval_s double precision, now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    names text[];
+BEGIN
+    SELECT array_agg(l.name) INTO names
+    FROM lanes AS l JOIN runs AS r ON r.id = l.head_run_id
+    WHERE r.state = 'queued' AND r.attempt = 1 AND r.execute_now_at IS NULL
+      AND l.last_finished_at IS NOT NULL;
+    IF names IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM lanes AS l WHERE l.name = ANY(names) ORDER BY l.name COLLATE "C" FOR UPDATE;
+    PERFORM 1 FROM runs AS r
+    WHERE r.id = ANY(ARRAY(SELECT l.head_run_id FROM lanes AS l WHERE l.name = ANY(names)))
+    ORDER BY r.id FOR UPDATE;
+
+    RETURN QUERY
+    WITH slots AS (
+        SELECT l.head_run_id AS id, ledger_slot(l.last_finished_at, interval_s, now_) AS slot
+        FROM lanes AS l
+        WHERE l.name = ANY(names) AND l.last_finished_at IS NOT NULL
+    ), moved AS (
+        UPDATE runs SET token = runs.token + 1, not_before = s.slot
+        FROM slots AS s
+        WHERE runs.id = s.id AND runs.state = 'queued' AND runs.attempt = 1
+          AND runs.execute_now_at IS NULL
+          AND runs.not_before IS DISTINCT FROM s.slot
+          AND NOT (runs.not_before IS NOT NULL AND runs.not_before <= now_ AND s.slot <= now_)
+        RETURNING runs.*
+    )
+    SELECT 'request'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
+    FROM moved AS m ORDER BY m.id;
+END
+$$;
+
+-- An operator's run is to run next: at once, unless its lane has an active run (then the
+-- lane's next advance picks it first). The lane's former scheduled head waits again like
+-- any queued run; its request is now stale.
+CREATE FUNCTION ledger_take_head(lane_ text, run_id_ bigint, now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+BEGIN
+    IF lane_ IS NOT NULL THEN
+        SELECT l.head_run_id INTO head FROM lanes AS l WHERE l.name = lane_;
+        IF head IS NOT NULL AND head <> run_id_ THEN
+            IF EXISTS (SELECT 1 FROM runs AS r
+                       WHERE r.id = head AND r.state IN ('dispatched', 'running')) THEN
+                RETURN;
+            END IF;
+            UPDATE runs SET not_before = NULL WHERE runs.id = head;
+        END IF;
+        UPDATE lanes SET head_run_id = run_id_ WHERE lanes.name = lane_;
+    END IF;
+    RETURN QUERY SELECT 'request'::text, NULL::int, s::runs, NULL::jsonb, NULL::text
+                 FROM ledger_schedule(ARRAY[run_id_], now_) AS s;
+END
+$$;
+
+-- Remove (the Queue's Remove): a queued run will never execute; its lane moves on. A
+-- dispatched or running run cannot be removed.
+CREATE FUNCTION ledger_remove(run_id_ bigint, now_ timestamptz, interval_s double precision)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r runs;
+BEGIN
+    RETURN QUERY SELECT * FROM ledger_refused(run_id_, 'queued', 'removed');
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM runs WHERE runs.id = run_id_;
+    RETURN QUERY
+    WITH gone AS (
+        UPDATE runs SET state = 'removed', finished_at = now_, token = runs.token + 1
+        WHERE runs.id = run_id_
+        RETURNING runs.*
+    )
+    SELECT 'notice'::text, NULL::int, g::runs, NULL::jsonb, NULL::text FROM gone AS g;
+    IF EXISTS (SELECT 1 FROM lanes AS l WHERE l.name = r.lane AND l.head_run_id = run_id_) THEN
+        RETURN QUERY SELECT * FROM ledger_advance(ARRAY[r.lane], now_, interval_s, false);
+    END IF;
+END
+$$;
+
+-- Execute Now (the Queue's button): a queued run runs next, without waiting for the
+-- interval: at once if its lane is idle or only has a scheduled head, else as soon as the
+-- lane's active run ends.
+CREATE FUNCTION ledger_execute_now(run_id_ bigint, now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r runs;
+BEGIN
+    RETURN QUERY SELECT * FROM ledger_refused(run_id_, 'queued', 'executed now');
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM runs WHERE runs.id = run_id_;
+    UPDATE runs SET execute_now_at = now_ WHERE runs.id = run_id_;
+    RETURN QUERY SELECT * FROM ledger_take_head(r.lane, run_id_, now_);
+END
+$$;
+
+-- Execute (the Failed page's button): a failed run is queued again as a new attempt, run
+-- next, with exactly that one attempt (no automatic retries of a manual re-execution).
+-- Earlier attempts and their Feedback stay in its history.
+CREATE FUNCTION ledger_execute_failed(run_id_ bigint, now_ timestamptz)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r runs;
+BEGIN
+    RETURN QUERY SELECT * FROM ledger_refused(run_id_, 'failed', 'executed again');
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM runs WHERE runs.id = run_id_;
+    RETURN QUERY
+    WITH again AS (
+        UPDATE runs SET state = 'queued', attempt = runs.attempt + 1,
+                        max_attempts = runs.attempt + 1, execute_now_at = now_,
+                        finished_at = NULL, dispatched_at = NULL
+        WHERE runs.id = run_id_
+        RETURNING runs.*
+    )
+    SELECT 'notice'::text, NULL::int, a::runs, NULL::jsonb, NULL::text FROM again AS a;
+    RETURN QUERY SELECT * FROM ledger_take_head(r.lane, run_id_, now_);
+END
+$$;
