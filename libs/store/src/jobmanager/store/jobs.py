@@ -1,17 +1,20 @@
-"""Reading and writing job definitions (the Jobs table) as `JobSpec`s."""
+"""Reading and writing job definitions (the Jobs table) as `JobSpec`s, and the scripts the
+executors offer for them."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, literal_column, select
+from sqlalchemy import Row, Table, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobmanager.jobs.spec import JobSpec, Trigger
-from jobmanager.store.models import Job
+from jobmanager.store.models import Executor, Job
 
 jobs = cast(Table, Job.__table__)
+executors = cast(Table, Executor.__table__)
 
 
 def columns(spec: JobSpec) -> dict[str, Any]:
@@ -78,3 +81,39 @@ async def delete_named(conn: AsyncConnection, names: list[str]) -> int:
         return 0
     result = await conn.execute(delete(jobs).where(jobs.c.name.in_(names)))
     return int(result.rowcount)
+
+
+async def get(conn: AsyncConnection, job_id: int) -> Row[Any] | None:
+    return (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one_or_none()
+
+
+async def id_named(conn: AsyncConnection, name: str) -> int | None:
+    found = await conn.scalar(select(jobs.c.id).where(jobs.c.name == name))
+    return int(found) if found is not None else None
+
+
+async def replace(conn: AsyncConnection, job_id: int, spec: JobSpec) -> None:
+    """Store `spec` as job `job_id` (a name another job has raises IntegrityError)."""
+    await conn.execute(
+        update(jobs).where(jobs.c.id == job_id).values(**columns(spec), updated_at=func.now())
+    )
+
+
+async def delete_one(conn: AsyncConnection, job_id: int) -> str | None:
+    """Delete a job; its name, or None if there was none. Its runs keep their history."""
+    name = await conn.scalar(delete(jobs).where(jobs.c.id == job_id).returning(jobs.c.name))
+    return str(name) if name is not None else None
+
+
+async def known_scripts(conn: AsyncConnection, since: datetime) -> dict[str, list[str]]:
+    """Scripts the executors reported since `since`, each with the executors that have it."""
+    rows = (
+        await conn.execute(
+            select(executors.c.id, executors.c.scripts).where(executors.c.last_seen_at >= since)
+        )
+    ).all()
+    catalogue: dict[str, list[str]] = {}
+    for row in rows:
+        for name in row.scripts:
+            catalogue.setdefault(str(name), []).append(row.id)
+    return catalogue

@@ -7,7 +7,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import HTTPException, Query, Response
 from pydantic import ValidationError
-from sqlalchemy import Row, Table, delete, func, select, update
+from sqlalchemy import Row, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,11 +26,10 @@ from jobmanager.jobs.spec import JobSpec
 from jobmanager.jobs.templating import TemplateError, render_command, render_lane
 from jobmanager.store import jobs as job_store
 from jobmanager.store.models import Event as EventRow
-from jobmanager.store.models import Executor, Job
+from jobmanager.store.models import Job
 
 router = auth_router(prefix=API, tags=["jobs"])
 jobs = cast(Table, Job.__table__)
-executors = cast(Table, Executor.__table__)
 events = cast(Table, EventRow.__table__)
 
 
@@ -45,17 +44,7 @@ def job_out(row: Row[Any]) -> JobOut:
 
 async def known_scripts(conn: AsyncConnection, window_s: float) -> dict[str, list[str]]:
     """Scripts the executors reported recently, each with the executors that have it."""
-    since = datetime.now(UTC) - timedelta(seconds=window_s)
-    rows = (
-        await conn.execute(
-            select(executors.c.id, executors.c.scripts).where(executors.c.last_seen_at >= since)
-        )
-    ).all()
-    catalogue: dict[str, list[str]] = {}
-    for row in rows:
-        for name in row.scripts:
-            catalogue.setdefault(str(name), []).append(row.id)
-    return catalogue
+    return await job_store.known_scripts(conn, datetime.now(UTC) - timedelta(seconds=window_s))
 
 
 async def _check_script(conn: AsyncConnection, script: str, window_s: float) -> None:
@@ -69,7 +58,7 @@ async def _check_script(conn: AsyncConnection, script: str, window_s: float) -> 
 
 
 async def _load(conn: AsyncConnection, job_id: SmallId) -> Row[Any]:
-    row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one_or_none()
+    row = await job_store.get(conn, job_id)
     if row is None:
         raise HTTPException(404, f"job {job_id} does not exist")
     return row
@@ -117,7 +106,7 @@ async def create_job(
         db, caller, "jobs.create", f"job:{spec.name}", detail=spec.model_dump(mode="json")
     ) as conn:
         await _check_script(conn, spec.script, settings.executor_report_window_s)
-        exists = await conn.scalar(select(jobs.c.id).where(jobs.c.name == spec.name))
+        exists = await job_store.id_named(conn, spec.name)
         if exists is not None:
             raise HTTPException(409, f"a job named {spec.name!r} exists already (id {exists})")
         job_id, _ = await job_store.upsert(conn, spec)
@@ -151,11 +140,8 @@ async def patch_job(
             raise invalid_model(("body",), exc) from None
         if "script" in changes:
             await _check_script(conn, spec.script, settings.executor_report_window_s)
-        values = job_store.columns(spec)
         try:
-            await conn.execute(
-                update(jobs).where(jobs.c.id == job_id).values(**values, updated_at=func.now())
-            )
+            await job_store.replace(conn, job_id, spec)
         except IntegrityError:
             raise HTTPException(409, f"a job named {spec.name!r} exists already") from None
         row = await _load(conn, job_id)
@@ -169,8 +155,7 @@ async def delete_job(
 ) -> Response:
     """Delete a job. Its runs keep their history (job name and script were snapshots)."""
     async with audited(db, caller, "jobs.delete", f"job:{job_id}") as conn:
-        deleted = await conn.scalar(delete(jobs).where(jobs.c.id == job_id).returning(jobs.c.name))
-        if deleted is None:
+        if await job_store.delete_one(conn, job_id) is None:
             raise HTTPException(404, f"job {job_id} does not exist")
     await _changed(publisher)
     return Response(status_code=204)
