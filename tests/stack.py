@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(kw_only=True)
 class Stack(kit.Stack):
+    """The kit's stack with what the tests drive it with: an engine on its database, a
+    robust connection and a publisher, and helpers for jobs, events and runs."""
+
     database_url: str
     workdir: Path
     engine: AsyncEngine

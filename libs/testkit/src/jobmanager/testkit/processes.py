@@ -73,9 +73,9 @@ class Processes:
     started: dict[str, list[Process]] = field(default_factory=dict)
 
     def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Process:
-        """`python <argv>`. Its stdin is a pipe of the caller's (a process may wait for a
-        word on it); it is called from the event loop's thread, as the parent-death signal
-        is sent when the thread that started the child ends."""
+        """`python <argv>`, its stdin a pipe of the caller's (a process may wait for a word
+        on it). Call it from a thread that lives as long as the group (the event loop's):
+        Linux sends the parent-death signal when the thread that started the child ends."""
         log = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
