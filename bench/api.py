@@ -18,19 +18,13 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.infra import (
-    Infra,
-    MeasurementError,
-    database,
-    free_port,
-    namespace,
-    processes,
-    wait_for,
-)
+from bench.infra import Infra, MeasurementError, database, namespace, processes
 from bench.stack import service_env
 from bench.stats import percentile
 from jobmanager.admin.queries import encode_cursor
 from jobmanager.store.db import plain_url
+from jobmanager.testkit.ports import free_port
+from jobmanager.testkit.waiting import wait_for
 
 ENDPOINTS = ("queue", "executed")
 DEPTH = 5  # pages followed through next_cursor after the first

@@ -20,18 +20,11 @@ from aio_pika.abc import AbstractConnection
 from bench import cpu
 from bench.celery_app import TASK, make_app
 from bench.cpu import Usage
-from bench.infra import (
-    Infra,
-    MeasurementError,
-    database,
-    delete_queues,
-    processes,
-    queue_counts,
-    unique,
-    wait_for,
-)
+from bench.infra import Infra, MeasurementError, database, processes
 from bench.stats import median, spread
 from jobmanager.store.db import plain_url
+from jobmanager.testkit.namespaces import delete_queues, queue_counts, unique
+from jobmanager.testkit.waiting import wait_for
 
 POLL_S = 0.1
 
@@ -141,5 +134,5 @@ async def measure(
         finally:
             await conn.close()
             app.close()
-            await delete_queues(infra, queue, exchanges=[queue])
+            await delete_queues(infra.amqp_url, queue, exchanges=[queue])
     return CeleryResult(median(rates), rates, tasks, concurrency, used)

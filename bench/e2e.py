@@ -19,10 +19,12 @@ from aio_pika.abc import AbstractConnection
 
 from bench import cpu
 from bench.cpu import Usage
-from bench.infra import Infra, MeasurementError, Process, Processes, tree_rss_mb, wait_for
+from bench.infra import Infra, MeasurementError, tree_rss_mb
 from bench.stack import Stack, running
 from bench.stats import median, percentile, spread
 from bench.traffic import EVENT_TYPE, ConfirmedPublisher, encode, event
+from jobmanager.testkit.processes import Process, Processes
+from jobmanager.testkit.waiting import wait_for
 
 POLL_S = 0.1
 LANES = 1000
@@ -81,7 +83,7 @@ class Pipeline(Protocol):
     def publisher(self) -> ConfirmedPublisher: ...
 
     @property
-    def group(self) -> Processes: ...
+    def processes(self) -> Processes: ...
 
     @property
     def executors(self) -> list[Process]: ...
@@ -109,7 +111,7 @@ async def _saturate(pipeline: Pipeline, events: int) -> tuple[float, float]:
         timeout=max(120.0, events / 10),
         what=f"{events} runs to succeed",
         interval=POLL_S,
-        alive=pipeline.group.check_alive,
+        alive=pipeline.processes.check_alive,
     )
     published_in = await publishing
     return events / (end - start), events / published_in
@@ -242,7 +244,11 @@ async def _all_done(pipeline: Pipeline, target: int, timeout: float) -> None:
         return True if await pipeline.succeeded() >= target else None
 
     await wait_for(
-        done, timeout=timeout, what="the runs", interval=POLL_S, alive=pipeline.group.check_alive
+        done,
+        timeout=timeout,
+        what="the runs",
+        interval=POLL_S,
+        alive=pipeline.processes.check_alive,
     )
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from aio_pika.abc import AbstractConnection
 
-from bench.infra import Infra, namespace, processes, queue_counts, tree_rss_mb, wait_for
+from bench.infra import Infra, namespace, processes, tree_rss_mb
 from bench.stack import service_env
 from bench.stats import median
+from jobmanager.testkit.namespaces import queue_counts
+from jobmanager.testkit.waiting import wait_for
 
 SAMPLES = 10
 

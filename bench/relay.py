@@ -16,17 +16,11 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from bench import cpu
 from bench.cpu import Usage
-from bench.infra import (
-    Infra,
-    MeasurementError,
-    delete_queues,
-    processes,
-    queue_counts,
-    unique,
-    wait_for,
-)
+from bench.infra import Infra, MeasurementError, processes
 from bench.stats import median, percentile, spread
 from bench.traffic import ConfirmedPublisher, encode, event
+from jobmanager.testkit.namespaces import delete_queues, queue_counts, unique
+from jobmanager.testkit.waiting import wait_for
 
 PREFETCH = 1000
 HOP_SAMPLES = 200
@@ -92,7 +86,7 @@ async def _once(infra: Infra, connection: AbstractConnection, messages: int) -> 
     finally:
         with contextlib.suppress(Exception):
             await channel.close()
-        await delete_queues(infra, source, target)
+        await delete_queues(infra.amqp_url, source, target)
 
 
 async def measure(
@@ -139,4 +133,4 @@ async def hop_latency(infra: Infra, connection: AbstractConnection, *, samples: 
         for channel in (consuming, publishing):
             with contextlib.suppress(Exception):
                 await channel.close()
-        await delete_queues(infra, queue_name)
+        await delete_queues(infra.amqp_url, queue_name)

@@ -30,12 +30,13 @@ from aio_pika.abc import AbstractConnection
 
 from bench import api, celery_baseline, e2e, matching, memory, relay, skeleton
 from bench.e2e import Setting
-from bench.infra import Driver, Infra, broken, disturbed, driver
+from bench.infra import Driver, Infra, disturbed, driver
 from bench.profiling import Profiler
 from bench.report import Report
 from jobmanager.core.broker import connect
 from jobmanager.core.runtime import Unavailable
 from jobmanager.store import db
+from jobmanager.testkit.namespaces import broken
 
 T = TypeVar("T")
 

@@ -23,11 +23,13 @@ from pathlib import Path
 from aio_pika.abc import AbstractConnection
 
 from bench.e2e import LANES, Latency, Setting, Throughput, paced_load, saturation
-from bench.infra import Infra, MeasurementError, Process, Processes, namespace, unique
+from bench.infra import Infra, MeasurementError, namespace
 from bench.relay import PREFETCH
-from bench.stack import Services, service_env, serving
+from bench.stack import Stack, service_env, serving
 from bench.stats import median, percentile, spread
 from bench.traffic import ConfirmedPublisher
+from jobmanager.testkit.namespaces import unique
+from jobmanager.testkit.processes import Process, Processes
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class SkeletonResult:
 class Skeleton:
     """The skeleton running: what `e2e.saturation` and `e2e.paced_load` drive."""
 
-    services: Services
+    services: Stack
     stand_in: Process
     counted: Path  # the stand-in keeps its count of succeeded runs here
 
@@ -73,8 +75,8 @@ class Skeleton:
         return self.services.publisher
 
     @property
-    def group(self) -> Processes:
-        return self.services.group
+    def processes(self) -> Processes:
+        return self.services.processes
 
     @property
     def executors(self) -> list[Process]:
@@ -105,7 +107,7 @@ async def measure(
     measures it, at `latency_rate` or, without one, at half of the skeleton's own peak."""
     counted = infra.workdir / f"{unique('skeleton')}.count"
     latencies = counted.with_suffix(".latencies.json")
-    stand_in = ["-m", "bench.skeleton_process", str(counted), str(latencies), str(PREFETCH)]
+    stand_in = ["bench.skeleton_process", str(counted), str(latencies), str(PREFETCH)]
     async with (
         namespace(infra) as topology,
         serving(
@@ -137,7 +139,7 @@ async def measure(
         since, count, achieved = await paced_load(
             skeleton, rate, seconds=latency_s, warmup_s=latency_warmup_s
         )
-        await services.group.stop(skeleton.stand_in)  # on SIGTERM it writes the latencies
+        await services.processes.stop(skeleton.stand_in)  # on SIGTERM it writes the latencies
         if not latencies.exists():
             raise MeasurementError(
                 f"the stand-in wrote no latencies; its log ({skeleton.stand_in.log}) ends:\n"

@@ -6,29 +6,21 @@ own, with the bench job registered, and what the driver needs to load and observ
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
-from bench.infra import (
-    ROOT,
-    Infra,
-    Process,
-    Processes,
-    database,
-    namespace,
-    processes,
-    queue_counts,
-    wait_for,
-)
+from bench.infra import ROOT, Infra, database, namespace, processes
 from bench.traffic import EVENT_TYPE, ConfirmedPublisher
 from jobmanager.core.topology import Topology
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.store import jobs as job_store
 from jobmanager.store import settings as store_settings
 from jobmanager.store.db import create_engine, plain_url
+from jobmanager.testkit import stack as kit
+from jobmanager.testkit.processes import Process
 
 # Services log at WARNING, as Celery's worker does by default: what is measured is the
 # pipeline, not the cost of writing two INFO lines per run to a file.
@@ -48,18 +40,21 @@ BENCH_JOB = JobSpec.model_validate(
 )
 
 
-@dataclass
-class Stack:
-    infra: Infra
-    topology: Topology
-    database_url: str
-    db: asyncpg.Connection
-    group: Processes
-    matchers: list[Process]
-    executors: list[Process]
+@dataclass(kw_only=True)
+class Stack(kit.Stack):
+    """Deciders (our matchers, or a stand-in for them) and our executors consuming one
+    namespace, the driver's publisher on its events exchange and, with our matchers, a
+    connection to their database."""
+
     publisher: ConfirmedPublisher
+    db: asyncpg.Connection | None = None
+
+    @property
+    def matchers(self) -> list[Process]:
+        return self.deciders
 
     async def succeeded(self) -> int:
+        assert self.db is not None, "a stand-in keeps its own count"
         value = await self.db.fetchval("SELECT count(*) FROM runs WHERE state = 'succeeded'")
         return int(value)
 
@@ -68,15 +63,13 @@ def service_env(
     infra: Infra, topology: Topology, database_url: str | None = None
 ) -> dict[str, str]:
     """The settings of our services (the executor has no database)."""
-    env = {
-        "JOBMANAGER_AMQP_URL": infra.amqp_url,
-        "JOBMANAGER_NAMESPACE": topology.namespace,
-        "JOBMANAGER_EVENTS_EXCHANGE": topology.events_exchange,
-        "JOBMANAGER_SCRIPTS_DIR": str(ROOT / "scripts"),
-        "JOBMANAGER_LOG_LEVEL": LOG_LEVEL,
-    }
-    if database_url is not None:
-        env["JOBMANAGER_DATABASE_URL"] = database_url
+    env = kit.service_env(
+        infra.amqp_url,
+        topology,
+        database_url,
+        scripts_dir=ROOT / "scripts",
+        log_level=LOG_LEVEL,
+    )
     return {**env, **infra.settings}
 
 
@@ -92,18 +85,6 @@ async def _configure(database_url: str, interval_s: float) -> None:
         await engine.dispose()
 
 
-@dataclass
-class Services:
-    """Deciders (our matchers, or a stand-in for them) and our executors consuming one
-    namespace, and the driver's publisher on its events exchange."""
-
-    topology: Topology
-    group: Processes
-    deciders: list[Process]
-    executors: list[Process]
-    publisher: ConfirmedPublisher
-
-
 @contextlib.asynccontextmanager
 async def serving(
     infra: Infra,
@@ -111,37 +92,32 @@ async def serving(
     topology: Topology,
     env: dict[str, str],
     *,
-    deciders: dict[str, list[str]],
+    deciders: dict[str, Sequence[str]],
     consumes_last: str,
     executors: int,
     concurrency: int,
-) -> AsyncIterator[Services]:
-    """The deciders (name: argv) and `executors` executors started with `env`, once each
-    decider consumes `consumes_last` (the queue it starts consuming last) and each executor
-    the work queue; all stopped afterwards."""
+) -> AsyncIterator[Stack]:
+    """The deciders (name: module and arguments) and `executors` executors started with
+    `env`, once each decider consumes `consumes_last` (the queue it starts consuming last)
+    and each executor the work queue; all stopped afterwards."""
     async with processes(infra, connection) as group:
-        started = [group.start(name, argv, env) for name, argv in deciders.items()]
-        workers = [
-            group.start(
-                f"executor-{n}",
-                ["-m", "jobmanager.executor", "--concurrency", str(concurrency)],
-                env,
-            )
-            for n in range(1, executors + 1)
-        ]
-
-        async def ready() -> bool | None:
-            if (await queue_counts(connection, consumes_last))[0] < len(started):
-                return None
-            if (await queue_counts(connection, topology.work_queue))[0] < executors:
-                return None
-            return True
-
-        await wait_for(ready, timeout=60, what="the services", alive=group.check_alive)
         channel = await connection.channel(publisher_confirms=True)
         try:
-            publisher = await ConfirmedPublisher.open(channel, topology.events_exchange)
-            yield Services(topology, group, started, workers, publisher)
+            services = Stack(
+                amqp_url=infra.amqp_url,
+                topology=topology,
+                processes=group,
+                env=env,
+                publisher=await ConfirmedPublisher.open(channel, topology.events_exchange),
+            )
+            await services.serve(
+                connection,
+                deciders=deciders,
+                consumes_last=consumes_last,
+                executors=executors,
+                concurrency=concurrency,
+            )
+            yield services
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -166,23 +142,14 @@ async def running(
             connection,
             topology,
             service_env(infra, topology, url),
-            deciders={f"matcher-{n}": ["-m", "jobmanager.matcher"] for n in range(1, matchers + 1)},
+            deciders={f"matcher-{n}": [kit.MATCHER] for n in range(1, matchers + 1)},
             # A matcher starts its consumers in order; the lost queue's is the last.
             consumes_last=topology.lost_queue,
             executors=executors,
             concurrency=concurrency,
-        ) as services:
-            db = await asyncpg.connect(plain_url(url))
+        ) as stack:
+            stack.db = await asyncpg.connect(plain_url(url))
             try:
-                yield Stack(
-                    infra,
-                    topology,
-                    url,
-                    db,
-                    services.group,
-                    services.deciders,
-                    services.executors,
-                    services.publisher,
-                )
+                yield stack
             finally:
-                await db.close()
+                await stack.db.close()

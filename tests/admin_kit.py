@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import httpx
 from fastapi import FastAPI
-from infra import admin_execute, database_on
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +29,7 @@ from jobmanager.jobs.spec import PlannedRun
 from jobmanager.store import ledger
 from jobmanager.store.db import create_engine
 from jobmanager.store.models import Executor
+from jobmanager.testkit import databases, namespaces
 
 TOKEN = "bootstrap-token-for-tests-0123456789"
 SCRIPTS = ["ipx_update", "noop", "channel_report"]
@@ -141,22 +140,16 @@ async def own_world(
     """Settings and an engine for an admin app with a database and a namespace of its own,
     for module-scoped fixtures (conftest's per-test world costs about a second each); both
     are removed afterwards."""
-    name = f"jmtest_{label}_{uuid.uuid4().hex[:10]}"
-    await admin_execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    namespace = f"jmtest-{uuid.uuid4().hex[:10]}"
-    topology = Topology(namespace, events_exchange=f"{namespace}.cm-events")
-    settings = admin_settings(amqp_url, database_on(postgres_url, name), topology)
-    engine = create_engine(settings.database_url, pool_size=2)
-    try:
-        yield settings, engine
-    finally:
-        await engine.dispose()
-        connection = await aio_pika.connect_robust(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            await topology.delete(channel)
-            await channel.exchange_delete(topology.events_exchange)
-        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with (
+        databases.clone(postgres_url, template_database, prefix=f"jmtest_{label}") as url,
+        namespaces.namespace(amqp_url) as topology,
+    ):
+        settings = admin_settings(amqp_url, url, topology)
+        engine = create_engine(settings.database_url, pool_size=2)
+        try:
+            yield settings, engine
+        finally:
+            await engine.dispose()
 
 
 @contextlib.asynccontextmanager

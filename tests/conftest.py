@@ -11,10 +11,8 @@ when it asks for one, its own database cloned from a template migrated once per 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from typing import Any
@@ -23,9 +21,9 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from infra import admin_execute, database_on
 
 from jobmanager.core.topology import Topology
+from jobmanager.testkit import databases, namespaces
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -90,7 +88,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def namespace() -> str:
-    return f"jmtest-{uuid.uuid4().hex[:10]}"
+    return namespaces.unique("jmtest")
 
 
 @pytest.fixture
@@ -103,21 +101,10 @@ async def amqp(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
 
 
 @pytest.fixture
-async def topology(amqp: AbstractRobustConnection, namespace: str) -> AsyncIterator[Topology]:
+async def topology(amqp_url: str, namespace: str) -> AsyncIterator[Topology]:
     """A declared topology in the test's own namespace, deleted afterwards."""
-    topo = Topology(namespace, events_exchange=f"{namespace}.cm-events")
-    channel = await amqp.channel()
-    await topo.declare(channel)
-    try:
+    async with namespaces.namespace(amqp_url, namespace) as topo:
         yield topo
-    finally:
-        cleanup = await amqp.channel()
-        await topo.delete(cleanup)
-        await cleanup.exchange_delete(topo.events_exchange)
-        await cleanup.close()
-        with suppress(Exception):
-            await channel.close()
-        await asyncio.sleep(0)
 
 
 # -- Postgres ---------------------------------------------------------------------------------
@@ -126,27 +113,15 @@ async def topology(amqp: AbstractRobustConnection, namespace: str) -> AsyncItera
 @pytest.fixture(scope="session")
 def template_database(postgres_url: str) -> Iterator[str]:
     """A database migrated once per session with `jobmanager migrate`'s code; tests clone it."""
-    from jobmanager.store.migrate import upgrade
-
-    name = f"jmtest_template_{os.getpid()}"
-    asyncio.run(admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}"'))
-    url = database_on(postgres_url, name)
-    upgrade(url)
-    try:
+    with databases.template(postgres_url, f"jmtest_template_{os.getpid()}") as name:
         yield name
-    finally:
-        asyncio.run(admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh database of this test's own, cloned from the migrated template."""
-    name = f"jmtest_{uuid.uuid4().hex[:12]}"
-    await admin_execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    try:
-        yield database_on(postgres_url, name)
-    finally:
-        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with databases.clone(postgres_url, template_database) as url:
+        yield url
 
 
 @pytest.fixture

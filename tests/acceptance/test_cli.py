@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -13,12 +12,13 @@ from pathlib import Path
 
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
-from infra import admin_execute, database_on
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.topology import Topology
 from jobmanager.store.models import Job, Run, Setting
+from jobmanager.testkit.databases import database_on, drop
+from jobmanager.testkit.ports import free_port
 
 
 def jobmanager(
@@ -31,12 +31,6 @@ def jobmanager(
         text=True,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def service_env(amqp_url: str, database_url: str, topology: Topology) -> dict[str, str]:
@@ -66,7 +60,7 @@ async def test_migrate_creates_a_missing_database(postgres_url: str) -> None:
         await conn.close()
         assert {"jobs", "events", "runs", "attempts", "lanes", "settings"} <= tables
     finally:
-        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop(postgres_url, name)
 
 
 JOBS = """

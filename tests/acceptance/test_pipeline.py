@@ -12,9 +12,10 @@ from datetime import timedelta
 from itertools import pairwise
 
 import httpx
-from stack import Stack, wait_for
+from stack import Stack
 
 from jobmanager.core.messages import JobResult
+from jobmanager.testkit.waiting import wait_for
 
 CHANNEL = {
     "channel_id": "ESPN-HD",

@@ -7,13 +7,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.topology import Topology
 from jobmanager.store.models import Run
+from jobmanager.testkit.processes import processes
+from jobmanager.testkit.stack import MATCHER
+from jobmanager.testkit.waiting import wait_for
 
 API = "/api/v1"
 
@@ -66,12 +65,11 @@ async def test_auto_cleanup_runs_periodically_with_the_stored_settings(
 
 
 @pytest.fixture
-def matchers(
+async def matchers(
     amqp_url: str, database_url: str, topology: Topology, tmp_path: Path
-) -> Iterator[list[Path]]:
+) -> AsyncIterator[list[Path]]:
+    """Two matchers consuming; their logs."""
     env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
         "JOBMANAGER_AMQP_URL": amqp_url,
         "JOBMANAGER_DATABASE_URL": database_url,
         "JOBMANAGER_NAMESPACE": topology.namespace,
@@ -79,29 +77,14 @@ def matchers(
         # Only the broadcast may explain a reload within the test's time.
         "JOBMANAGER_CATALOGUE_REFRESH_S": "3600",
     }
-    logs = [tmp_path / f"matcher-{n}.log" for n in (1, 2)]
-    processes = []
-    for log in logs:
-        with log.open("wb") as out:
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "jobmanager.matcher"],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    try:
-        deadline = time.monotonic() + 30
-        while not all("consuming" in log.read_text() for log in logs):
-            assert time.monotonic() < deadline, "the matchers did not start"
-            time.sleep(0.1)
-        yield logs
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(30)
+    async with processes(tmp_path, env) as group:
+        started = [group.start(f"matcher-{n}", ["-m", MATCHER]) for n in (1, 2)]
+
+        async def consuming() -> bool | None:
+            return True if all("consuming" in p.text() for p in started) else None
+
+        await wait_for(consuming, 30, what="the matchers", alive=group.check_alive)
+        yield [p.log for p in started]
 
 
 async def _reloads(logs: list[Path], pattern: str, timeout: float) -> float:

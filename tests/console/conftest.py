@@ -23,9 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
-from stack import Stack, free_port, running_stack, wait_for
+from stack import Stack, running_stack
 
 from jobmanager.core.messages import Event
+from jobmanager.testkit.ports import free_port
+from jobmanager.testkit.waiting import wait_for
 
 CHROMIUM = Path(os.environ.get("JOBMANAGER_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -71,11 +73,7 @@ class Console:
 
     async def reloaded(self, before: int) -> None:
         """Wait until the matcher has reloaded its catalogue and settings after a change."""
-
-        async def done() -> bool | None:
-            return True if self.stack.log("matcher").count("catalogue loaded") > before else None
-
-        await wait_for(done, 20)
+        await self.stack.reloaded(before)
 
     async def set_interval(self, seconds: float) -> None:
         before = self.stack.log("matcher").count("catalogue loaded")

@@ -26,6 +26,7 @@ from stack import Stack
 from jobmanager.jobs.spec import PlannedRun
 from jobmanager.store import ledger
 from jobmanager.store.models import Attempt, Run
+from jobmanager.testkit.waiting import wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -178,8 +179,6 @@ async def test_sigterm_lets_the_running_script_finish(fault_stack: Stack) -> Non
     async def running() -> bool | None:
         rows = await stack.runs(job)
         return True if rows and rows[0].state == "running" else None
-
-    from stack import wait_for
 
     await wait_for(running, 10)
     executor = stack.processes["executor-1"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -21,7 +20,6 @@ from functools import partial
 from typing import Any, Literal
 
 import pytest
-from infra import admin_execute, database_on
 from ledger_kit import T0, T, at, event, plan, tx
 from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +33,7 @@ from jobmanager.store.ledger import Changes, Dispatch, Stale, Wait
 from jobmanager.store.models import Attempt, Lane, Run
 from jobmanager.store.models import Event as EventRow
 from jobmanager.store.outbox import Outbox
+from jobmanager.testkit import databases
 
 
 def started(request: JobRequest, *, at_: datetime, executor: str = "x1") -> RunStarted:
@@ -597,14 +596,12 @@ async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
 @pytest.fixture
 async def reference(postgres_url: str, template_database: str) -> AsyncIterator[AsyncEngine]:
     """A second database, cloned like `engine`'s, for the same steps taken another way."""
-    name = f"jmtest_{uuid.uuid4().hex[:12]}"
-    await admin_execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    eng = create_engine(database_on(postgres_url, name), pool_size=4)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
-        await admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with databases.clone(postgres_url, template_database) as url:
+        eng = create_engine(url, pool_size=4)
+        try:
+            yield eng
+        finally:
+            await eng.dispose()
 
 
 INTERVAL_S = 1.5
