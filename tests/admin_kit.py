@@ -89,7 +89,9 @@ class Admin:
 
     async def dispatch(self, request: JobRequest) -> JobRequest:
         async with self.engine.begin() as conn:
-            [decision] = await ledger.gate(conn, [request], now=datetime.now(UTC))
+            [decision], _ = await ledger.gate(
+                conn, [request], now=datetime.now(UTC), interval_s=0.0
+            )
         assert isinstance(decision, ledger.Dispatch), decision
         return decision.request
 

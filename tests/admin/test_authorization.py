@@ -212,6 +212,8 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("PATCH", f"{API}/jobs/{{job_id}}"): job_patch,
     ("DELETE", f"{API}/jobs/{{job_id}}"): a_job,
     ("POST", f"{API}/jobs/{{job_id}}/test"): job_dry_run,
+    ("POST", f"{API}/jobs/{{job_id}}/pause"): a_job,
+    ("POST", f"{API}/jobs/{{job_id}}/resume"): a_job,
     ("GET", f"{API}/queue"): nothing,
     ("DELETE", f"{API}/queue/{{run_id}}"): queued_run,
     ("POST", f"{API}/queue/{{run_id}}/execute-now"): queued_run,
@@ -294,13 +296,16 @@ OPERATOR_ACTIONS = {
     ("DELETE", f"{API}/queue/{{run_id}}"),
     ("POST", f"{API}/queue/{{run_id}}/execute-now"),
     ("POST", f"{API}/failed/{{run_id}}/execute"),
+    ("POST", f"{API}/jobs/{{job_id}}/pause"),  # SPEC §12
+    ("POST", f"{API}/jobs/{{job_id}}/resume"),
 }
 
 
 def specified_role(method: str, path: str) -> str:
-    """The role SPEC §7 gives an operation: viewer reads, operator removes and executes,
-    admin does the rest (jobs, settings, cleanup, deletes, keys). Outside the API everything
-    is public: health, metrics, the documentation and the console's pages (which hold no data)."""
+    """The role SPEC §7 gives an operation: viewer reads, operator removes and executes (and,
+    §12, pauses and resumes a job), admin does the rest (jobs, settings, cleanup, deletes,
+    keys). Outside the API everything is public: health, metrics, the documentation and the
+    console's pages (which hold no data)."""
     if not path.startswith(f"{API}/"):
         return "public"
     if path.startswith(f"{API}/keys"):

@@ -50,7 +50,7 @@ resent: list[JobRequest] = []
 
 
 async def gate(engine: AsyncEngine, request: JobRequest, now: datetime) -> Any:
-    [decision] = await tx(engine, lambda c: ledger.gate(c, [request], now=now))
+    [decision], _ = await tx(engine, lambda c: ledger.gate(c, [request], now=now, interval_s=0))
     return decision
 
 

@@ -80,7 +80,8 @@ async def enqueue_many(
 async def gate_many(
     engine: AsyncEngine, requests: Sequence[JobRequest], now: datetime
 ) -> list[Dispatch | Wait | Stale]:
-    return await tx(engine, lambda c: ledger.gate(c, requests, now=now))
+    decisions, _ = await tx(engine, lambda c: ledger.gate(c, requests, now=now, interval_s=0))
+    return decisions
 
 
 async def dispatch_all(
@@ -542,7 +543,7 @@ async def test_dispatching_at_once_leaves_what_the_gate_would_leave(
     async def through_gate(step: Callable[..., Awaitable[Any]]) -> Outbox:
         outbox: Outbox = (await tx(reference, partial(step, dispatch=False))).outbox
         due = [r for r in outbox.requests if r.not_before <= now]
-        decisions = await tx(reference, lambda c: ledger.gate(c, due, now=now))
+        decisions, _ = await tx(reference, lambda c: ledger.gate(c, due, now=now, interval_s=0))
         work = [d.request for d in decisions if isinstance(d, Dispatch)]
         assert len(work) == len(due)
         rest = [r for r in outbox.requests if r.not_before > now]
@@ -650,7 +651,9 @@ class Ledger:
     async def gate(
         self, requests: list[JobRequest], now: datetime
     ) -> list[Dispatch | Wait | Stale]:
-        decisions = await self.step(lambda c: ledger.gate(c, requests, now=now))
+        decisions, _ = await self.step(
+            lambda c: ledger.gate(c, requests, now=now, interval_s=INTERVAL_S)
+        )
         for request, decision in zip(requests, decisions, strict=True):
             if isinstance(decision, Dispatch):
                 assert request.token == self.tokens[request.run_id], "a stale token dispatched"

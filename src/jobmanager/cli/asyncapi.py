@@ -26,6 +26,7 @@ from jobmanager.core.messages import (
     ControlMessage,
     Event,
     ExecutorReport,
+    JobNotice,
     JobRequest,
     JobResult,
     RunNotice,
@@ -46,6 +47,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     JobResult,
     ExecutorReport,
     RunNotice,
+    JobNotice,
     ControlMessage,
 )
 
@@ -243,6 +245,14 @@ def _channels(t: Topology) -> dict[str, Any]:
             ["RunNotice"],
             {"change": {"enum": changes, "description": "What happened to the run."}},
         ),
+        "jobs": _channel(
+            "job.{change}",
+            f"`{t.runs_exchange}` topic exchange too: a job was paused (by an operator, an "
+            "apply file or the circuit breaker) or resumed. Published without `mandatory`.",
+            _exchange(t.runs_exchange, "topic"),
+            ["JobNotice"],
+            {"change": {"enum": ["paused", "resumed"], "description": "What happened."}},
+        ),
         "control": _channel(
             None,
             f"`{t.control_exchange}` fanout exchange: jobs or settings changed; every matcher "
@@ -288,6 +298,8 @@ _OPERATIONS: tuple[tuple[str, str, str, tuple[str, ...], str, str], ...] = (
      "End runs whose request the broker gave up on as Failed."),
     ("sendRunNotice", "send", "runs", ("RunNotice",), "matcher",
      "Announce a run's new state (also the admin service, for operator actions)."),
+    ("sendJobNotice", "send", "jobs", ("JobNotice",), "matcher",
+     "Announce that the circuit breaker paused a job (the admin service: pause, resume)."),
     ("sendControl", "send", "control", ("ControlMessage",), "admin",
      "Tell every matcher that jobs or settings changed."),
     ("receiveControl", "receive", "control", ("ControlMessage",), "matcher",

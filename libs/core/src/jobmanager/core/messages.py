@@ -165,6 +165,21 @@ class RunNotice(Message):
         return NOTICE_KEYS.get(self.state, f"run.{self.state}")
 
 
+class JobNotice(Message):
+    """Published on the runs exchange when a job is paused (by an operator, an apply file or
+    the circuit breaker) or resumed: `job.paused`, `job.resumed`."""
+
+    job_id: int
+    job: str
+    state: Literal["paused", "resumed"]
+    reason: str | None = None
+    at: datetime
+
+    @property
+    def routing_key(self) -> str:
+        return f"job.{self.state}"
+
+
 class ControlMessage(Message):
     """Broadcast to every matcher when jobs or settings change."""
 

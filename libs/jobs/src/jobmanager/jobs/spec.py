@@ -133,6 +133,13 @@ class JobSpec(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 1
     retry_backoff_s: Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] = 0.0
+    # Flow control. `paused`: True pauses the job, False resumes it, and None (left out)
+    # leaves it as it is, so that a file applied again never resumes a job an operator or the
+    # circuit breaker paused. `pause_after_failures`: the breaker, off when None.
+    # `max_concurrency`: at most this many of its runs dispatched or running at once.
+    paused: bool | None = None
+    pause_after_failures: Annotated[int, Field(ge=1, le=10000)] | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=10000)] | None = None
 
     @field_validator("command_template")
     @classmethod

@@ -11,7 +11,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobmanager.jobs.spec import JobSpec, Trigger
+from jobmanager.store import ledger
 from jobmanager.store.models import Executor, Job
+from jobmanager.store.outbox import Outbox
 
 jobs = cast(Table, Job.__table__)
 executors = cast(Table, Executor.__table__)
@@ -31,11 +33,14 @@ def columns(spec: JobSpec) -> dict[str, Any]:
         "timeout_s": spec.timeout_s,
         "max_attempts": spec.max_attempts,
         "retry_backoff_s": spec.retry_backoff_s,
+        "pause_after_failures": spec.pause_after_failures,
+        "max_concurrency": spec.max_concurrency,
     }
 
 
 def to_spec(row: Row[Any]) -> JobSpec:
-    """A stored job as a JobSpec (validated again: the stored form is the API's form)."""
+    """A stored job as a JobSpec (validated again: the stored form is the API's form). Its
+    `paused` is None: a job's pause changes only by `set_paused`, never by a stored form."""
     return JobSpec(
         name=row.name,
         description=row.description,
@@ -49,6 +54,8 @@ def to_spec(row: Row[Any]) -> JobSpec:
         timeout_s=row.timeout_s,
         max_attempts=row.max_attempts,
         retry_backoff_s=row.retry_backoff_s,
+        pause_after_failures=row.pause_after_failures,
+        max_concurrency=row.max_concurrency,
     )
 
 
@@ -117,3 +124,22 @@ async def known_scripts(conn: AsyncConnection, since: datetime) -> dict[str, lis
         for name in row.scripts:
             catalogue.setdefault(str(name), []).append(row.id)
     return catalogue
+
+
+async def set_paused(
+    conn: AsyncConnection,
+    job_id: int,
+    paused: bool | None,
+    *,
+    actor: str,
+    interval_s: float,
+    now: datetime,
+) -> Outbox:
+    """Pause (True) or resume (False) a job through the ledger, which holds or frees its
+    runs; None changes nothing. Pausing or resuming twice changes nothing the second time."""
+    if paused is None:
+        return Outbox()
+    if paused:
+        reason = f"paused by {actor}"
+        return await ledger.pause(conn, job_id, reason=reason, interval_s=interval_s, now=now)
+    return await ledger.resume(conn, job_id, interval_s=interval_s, now=now)

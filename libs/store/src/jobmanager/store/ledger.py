@@ -25,13 +25,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, TextualSelect, func, select, text
+from sqlalchemy import Row, TextualSelect, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobmanager.core.messages import Event, JobRef, JobRequest, JobResult, RunNotice, RunStarted
+from jobmanager.core.messages import (
+    Event,
+    JobNotice,
+    JobRef,
+    JobRequest,
+    JobResult,
+    RunNotice,
+    RunStarted,
+)
 from jobmanager.jobs.spec import PlannedRun
-from jobmanager.store.models import Run
 from jobmanager.store.outbox import Outbox
 
 
@@ -44,6 +51,10 @@ class RunNotFound(LedgerError):
 
 
 class Conflict(LedgerError):
+    pass
+
+
+class JobNotFound(LedgerError):
     pass
 
 
@@ -129,7 +140,9 @@ _ENQUEUE = _call(
 _RECORD = _call(
     "ledger_record(CAST(:started AS jsonb), CAST(:results AS jsonb), :now, :interval_s, :dispatch)"
 )
-_GATE = _call("ledger_gate(CAST(:requests AS jsonb), :now)")
+_GATE = _call("ledger_gate(CAST(:requests AS jsonb), :now, :interval_s)")
+_PAUSE = _call("ledger_pause(:job_id, :reason, :now, :interval_s)")
+_RESUME = _call("ledger_resume(:job_id, :now, :interval_s)")
 _REMOVE = _call("ledger_remove(:run_id, :now, :interval_s)")
 _EXECUTE_NOW = _call("ledger_execute_now(:run_id, :now)")
 _EXECUTE_FAILED = _call("ledger_execute_failed(:run_id, :now)")
@@ -164,8 +177,18 @@ def _collect(rows: Iterable[Row[Any]], now: datetime, inputs: int = 0) -> Change
             outbox.requests.append(request_for(row, now))
         elif row.kind == "work":
             outbox.work.append(request_for(row, now).model_copy(update={"event": row.payload}))
+        elif row.kind in ("paused", "resumed"):
+            outbox.job_notices.append(
+                JobNotice(
+                    job_id=row.payload["job_id"],
+                    job=row.payload["job"],
+                    state=row.kind,
+                    reason=row.payload["reason"],
+                    at=now,
+                )
+            )
         elif row.kind == "missing":
-            raise RunNotFound(row.note)
+            raise (JobNotFound if row.note.startswith("job ") else RunNotFound)(row.note)
         elif row.kind == "conflict":
             raise Conflict(row.note)
         else:
@@ -252,10 +275,11 @@ def _result(result: JobResult | Lost) -> dict[str, Any]:
 
 
 async def gate(
-    conn: AsyncConnection, requests: Sequence[JobRequest], *, now: datetime
-) -> list[Dispatch | Wait | Stale]:
+    conn: AsyncConnection, requests: Sequence[JobRequest], *, now: datetime, interval_s: float
+) -> tuple[list[Dispatch | Wait | Stale], Outbox]:
     """Decide on requests that came due (`ledger_gate`), one decision per request: dispatch
-    (the run is now dispatched, its attempt opened), wait for its time, or drop it."""
+    (the run is now dispatched, its attempt opened), wait for its time, or drop it. The
+    outbox holds the requests of lanes that moved on past a paused job's run."""
     params = {
         "requests": _json(
             [
@@ -264,17 +288,36 @@ async def gate(
             ]
         ),
         "now": now,
+        "interval_s": interval_s,
     }
     decisions: list[Dispatch | Wait | Stale | None] = [None] * len(requests)
+    moved_on: list[Row[Any]] = []
     for row in await conn.execute(_GATE, params):
-        if row.kind == "work":
+        if row.item is None:
+            moved_on.append(row)
+        elif row.kind == "work":
             work = request_for(row, now).model_copy(update={"event": row.payload})
             decisions[row.item] = Dispatch(work)
         elif row.kind == "wait":
             decisions[row.item] = Wait(row.not_before)
         else:
             decisions[row.item] = Stale(row.note)
-    return [d if d is not None else Stale("not decided") for d in decisions]
+    outbox = _collect(moved_on, now).outbox
+    return [d if d is not None else Stale("not decided") for d in decisions], outbox
+
+
+async def pause(
+    conn: AsyncConnection, job_id: int, *, reason: str, interval_s: float, now: datetime
+) -> Outbox:
+    """Pause a job (`ledger_pause`); JobNotFound if there is none."""
+    params = {"job_id": job_id, "reason": reason, "now": now, "interval_s": interval_s}
+    return _collect(await conn.execute(_PAUSE, params), now).outbox
+
+
+async def resume(conn: AsyncConnection, job_id: int, *, interval_s: float, now: datetime) -> Outbox:
+    """Resume a paused job (`ledger_resume`); JobNotFound if there is none."""
+    params = {"job_id": job_id, "now": now, "interval_s": interval_s}
+    return _collect(await conn.execute(_RESUME, params), now).outbox
 
 
 async def remove(conn: AsyncConnection, run_id: int, *, interval_s: float, now: datetime) -> Outbox:
@@ -331,7 +374,27 @@ async def reap(
     return _collect(await conn.execute(_REAP, params), now).outbox
 
 
+@dataclass(frozen=True)
+class Counts:
+    """What the upkeep's gauges show."""
+
+    queued: int
+    paused_jobs: int
+    held: int
+
+
+_COUNTS = text(
+    "SELECT (SELECT count(*) FROM runs WHERE state = 'queued') AS queued, "
+    "(SELECT count(*) FROM jobs WHERE paused) AS paused_jobs, "
+    "(SELECT count(*) FROM runs WHERE held_at IS NOT NULL AND state = 'queued') AS held"
+)
+
+
+async def counts(conn: AsyncConnection) -> Counts:
+    row = (await conn.execute(_COUNTS)).one()
+    return Counts(queued=row.queued, paused_jobs=row.paused_jobs, held=row.held)
+
+
 async def queued_count(conn: AsyncConnection) -> int:
     """Runs waiting in the queue (the lane backlog)."""
-    count = select(func.count()).select_from(Run).where(Run.state == "queued")
-    return int(await conn.scalar(count) or 0)
+    return (await counts(conn)).queued

@@ -22,7 +22,8 @@
 --   wait      the gate's request at `item` came early: due at the run's `not_before`;
 --   stale     the gate's request at `item` is no longer wanted: `note` says why;
 --   missing   an operator action's run does not exist: `note` says so;
---   conflict  an operator action the run's state does not allow: `note` says why.
+--   conflict  an operator action the run's state does not allow: `note` says why;
+--   paused, resumed  a job was paused or resumed: `payload` is {job_id, job, reason}.
 -- Parameters end in `_` where a bare name would be a column's too.
 
 -- When a lane's next run may start: the interval after its last run finished.
@@ -97,7 +98,7 @@ CREATE FUNCTION ledger_dispatch(ids bigint[], now_ timestamptz)
 RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE sql AS $$
     WITH sent AS (
-        UPDATE runs SET state = 'dispatched', dispatched_at = now_
+        UPDATE runs SET state = 'dispatched', dispatched_at = now_, held_at = NULL
         WHERE runs.id = ANY(ids)
         RETURNING runs.*
     ), opened AS (
@@ -112,20 +113,23 @@ $$;
 
 -- Move these locked lanes on: each one's next queued run (an Execute Now first, then enqueue
 -- order) becomes its head with a new token, due at the lane's slot (at once for an Execute
--- Now); a lane with nothing queued becomes idle. With `dispatch`, a head due now is
--- dispatched at once (it holds every check of the gate by construction).
+-- Now); a lane with nothing queued becomes idle. A paused job's runs are passed over: they
+-- wait, and other jobs of the lane run. With `dispatch`, a head due now is dispatched at
+-- once (it holds every check of the gate by construction), unless its job has a
+-- concurrency limit: only the gate counts the job's slots.
 CREATE FUNCTION ledger_advance(
     names text[], now_ timestamptz, interval_s double precision, dispatch boolean
 ) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE sql AS $$
     WITH nxt AS (
-        SELECT l.name, n.id,
+        SELECT l.name, n.id, n.limited,
                CASE WHEN n.execute_now_at IS NOT NULL THEN now_
                     ELSE ledger_slot(l.last_finished_at, interval_s, now_) END AS due
         FROM lanes AS l
         LEFT JOIN LATERAL (
-            SELECT r.id, r.execute_now_at FROM runs AS r
-            WHERE r.lane = l.name AND r.state = 'queued'
+            SELECT r.id, r.execute_now_at, j.max_concurrency IS NOT NULL AS limited
+            FROM runs AS r LEFT JOIN jobs AS j ON j.id = r.job_id
+            WHERE r.lane = l.name AND r.state = 'queued' AND j.paused IS NOT TRUE
             ORDER BY r.execute_now_at ASC NULLS LAST, r.id
             LIMIT 1
         ) AS n ON true
@@ -136,8 +140,9 @@ LANGUAGE sql AS $$
         UPDATE runs SET
             token = runs.token + 1,
             not_before = nxt.due,
-            state = CASE WHEN dispatch AND nxt.due <= now_ THEN 'dispatched' ELSE runs.state END,
-            dispatched_at = CASE WHEN dispatch AND nxt.due <= now_
+            state = CASE WHEN dispatch AND nxt.due <= now_ AND NOT nxt.limited
+                         THEN 'dispatched' ELSE runs.state END,
+            dispatched_at = CASE WHEN dispatch AND nxt.due <= now_ AND NOT nxt.limited
                                  THEN now_ ELSE runs.dispatched_at END
         FROM nxt
         WHERE runs.id = nxt.id
@@ -176,7 +181,8 @@ $$;
 -- lane, timeout_s, max_attempts, retry_backoff_s, error}]. The unique (source, event_id) key
 -- makes a duplicate create nothing (a redelivered one has its runs' lanes' heads re-sent).
 -- A run whose templates failed (`error`) is recorded failed, with its one attempt. Lanes that
--- were idle get their first new run as head; a run without a lane is its own head, due now.
+-- were idle get their first new run as head; a run without a lane is its own head, due now
+-- (unless its job is paused: then it waits, unrequested, for the resume).
 CREATE FUNCTION ledger_enqueue(
     batch jsonb, planned jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
 ) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
@@ -216,11 +222,13 @@ BEGIN
     RETURN QUERY SELECT 'recorded'::text, n, NULL::runs, NULL::jsonb, NULL::text
                  FROM unnest(new_items) AS n;
 
-    SELECT array_agg(r.id) INTO again
-    FROM jsonb_to_recordset(batch) AS g(i int, source text, event_id text, redelivered boolean)
-    JOIN events AS e ON e.source = g.source AND e.event_id = g.event_id
-    JOIN runs AS r ON r.event_pk = e.id
-    WHERE g.redelivered AND g.i <> ALL(coalesce(new_items, '{}'));
+    IF jsonb_path_exists(batch, '$[*] ? (@.redelivered == true)') THEN
+        SELECT array_agg(r.id) INTO again
+        FROM jsonb_to_recordset(batch) AS g(i int, source text, event_id text, redelivered boolean)
+        JOIN events AS e ON e.source = g.source AND e.event_id = g.event_id
+        JOIN runs AS r ON r.event_pk = e.id
+        WHERE g.redelivered AND g.i <> ALL(coalesce(new_items, '{}'));
+    END IF;
 
     IF new_items IS NOT NULL THEN
         -- Lanes first, then the runs: ids handed out under the lane locks keep each lane's
@@ -241,14 +249,17 @@ BEGIN
                    CASE WHEN p.error IS NOT NULL THEN 2 END,
                    coalesce(p.error, ''),
                    CASE WHEN p.error IS NOT NULL THEN now_ END,
-                   CASE WHEN p.lane IS NULL AND p.error IS NULL THEN 1 ELSE 0 END,
-                   CASE WHEN p.lane IS NULL AND p.error IS NULL THEN now_ END
+                   CASE WHEN p.lane IS NULL AND p.error IS NULL AND j.paused IS NOT TRUE
+                        THEN 1 ELSE 0 END,
+                   CASE WHEN p.lane IS NULL AND p.error IS NULL AND j.paused IS NOT TRUE
+                        THEN now_ END
             FROM jsonb_to_recordset(planned) AS p(
                 n int, i int, job_id int, job_name text, script text, command text,
                 lane text, timeout_s double precision, max_attempts int,
                 retry_backoff_s double precision, error text)
             JOIN unnest(new_items, new_pks) AS e(i, pk) ON e.i = p.i
             JOIN jsonb_to_recordset(batch) AS g(i int, event_id text) ON g.i = p.i
+            LEFT JOIN jobs AS j ON j.id = p.job_id
             ORDER BY p.n
             RETURNING *
         )
@@ -259,15 +270,16 @@ BEGIN
 
         RETURN QUERY SELECT 'notice'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
                      FROM unnest(made) AS m ORDER BY m.id;
-        IF dispatch THEN
-            RETURN QUERY SELECT * FROM ledger_dispatch(
-                ARRAY(SELECT m.id FROM unnest(made) AS m
-                      WHERE m.lane IS NULL AND m.state = 'queued' ORDER BY m.id), now_);
-        ELSE
-            RETURN QUERY SELECT 'request'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
-                         FROM unnest(made) AS m
-                         WHERE m.lane IS NULL AND m.state = 'queued' ORDER BY m.id;
-        END IF;
+        RETURN QUERY SELECT * FROM ledger_dispatch(
+            ARRAY(SELECT m.id FROM unnest(made) AS m LEFT JOIN jobs AS j ON j.id = m.job_id
+                  WHERE dispatch AND m.lane IS NULL AND m.state = 'queued' AND m.token > 0
+                    AND j.max_concurrency IS NULL
+                  ORDER BY m.id), now_);
+        RETURN QUERY SELECT 'request'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
+                     FROM unnest(made) AS m LEFT JOIN jobs AS j ON j.id = m.job_id
+                     WHERE m.lane IS NULL AND m.state = 'queued' AND m.token > 0
+                       AND NOT (dispatch AND j.max_concurrency IS NULL)
+                     ORDER BY m.id;
         IF idle IS NOT NULL THEN
             RETURN QUERY SELECT * FROM ledger_advance(idle, now_, interval_s, dispatch);
         END IF;
@@ -281,8 +293,12 @@ $$;
 -- The gate: decide on requests that came due, one decision per request. `requests`: [{n,
 -- run_id, attempt, token, lane}]. A request is dispatched only if its run still exists, is
 -- queued, has the request's attempt and token, is its lane's head and is due; of the same
--- request twice, the first is dispatched.
-CREATE FUNCTION ledger_gate(requests jsonb, now_ timestamptz)
+-- request twice, the first is dispatched. A paused job's run is not: it stops being its
+-- lane's head (its lane moves on to other jobs' runs) and waits for the resume. A run of a
+-- job with a concurrency limit is dispatched only into a free slot of the job, the oldest
+-- first; otherwise it is held: it stays its lane's head, and the end of one of the job's
+-- runs requests it again (`ledger_record`).
+CREATE FUNCTION ledger_gate(requests jsonb, now_ timestamptz, interval_s double precision)
 RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -290,20 +306,23 @@ DECLARE
     kinds text[];
     notes text[];
     ids bigint[];
+    released text[];
 BEGIN
+    SELECT array_agg(q.run_id) INTO ids FROM jsonb_to_recordset(requests) AS q(run_id bigint);
     PERFORM 1 FROM lanes AS l
     WHERE l.name = ANY(ARRAY(SELECT q.lane FROM jsonb_to_recordset(requests) AS q(lane text)))
     ORDER BY l.name COLLATE "C" FOR UPDATE;
-    PERFORM 1 FROM runs AS r
-    WHERE r.id = ANY(ARRAY(
-        SELECT q.run_id FROM jsonb_to_recordset(requests) AS q(run_id bigint)))
-    ORDER BY r.id FOR UPDATE;
+    PERFORM 1 FROM runs AS r WHERE r.id = ANY(ids) ORDER BY r.id FOR UPDATE;
+    PERFORM 1 FROM jobs AS j
+    WHERE j.max_concurrency IS NOT NULL
+      AND j.id = ANY(ARRAY(SELECT r.job_id FROM runs AS r WHERE r.id = ANY(ids)))
+    ORDER BY j.id FOR UPDATE;
 
     WITH q AS (
         SELECT * FROM jsonb_to_recordset(requests) AS q(
             n int, run_id bigint, attempt int, token int, lane text)
     ), checked AS (
-        SELECT q.n, q.run_id,
+        SELECT q.n, q.run_id, r.job_id, j.max_concurrency AS cap,
             CASE
                 WHEN r.id IS NULL THEN 'the run no longer exists'
                 WHEN r.state <> 'queued' THEN format('the run is %s', r.state)
@@ -311,29 +330,66 @@ BEGIN
                 WHEN q.lane IS NOT NULL AND l.head_run_id IS DISTINCT FROM r.id
                     THEN 'the run is not its lane''s head'
             END AS stale,
+            j.paused IS TRUE AS paused,
             r.not_before IS NOT NULL AND r.not_before > now_ AS early
         FROM q
         LEFT JOIN runs AS r ON r.id = q.run_id
         LEFT JOIN lanes AS l ON l.name = q.lane
+        LEFT JOIN jobs AS j ON j.id = r.job_id
     ), ranked AS (
         SELECT c.*,
-               min(c.n) FILTER (WHERE c.stale IS NULL AND NOT c.early)
+               min(c.n) FILTER (WHERE c.stale IS NULL AND NOT c.paused AND NOT c.early)
                    OVER (PARTITION BY c.run_id) AS first
         FROM checked AS c
+    ), decided AS (
+        SELECT x.*,
+            CASE WHEN x.first < x.n OR x.stale IS NOT NULL THEN 'stale'
+                 WHEN x.paused THEN 'paused'
+                 WHEN x.early THEN 'wait' ELSE 'work' END AS kind
+        FROM ranked AS x
+    ), slotted AS (
+        SELECT d.*,
+            d.kind = 'work' AND d.cap IS NOT NULL AND (
+                row_number() OVER (PARTITION BY d.job_id, d.kind = 'work' ORDER BY d.run_id)
+                    > d.cap - (SELECT count(*) FROM runs AS a
+                               WHERE a.job_id = d.job_id AND a.state IN ('dispatched', 'running'))
+                OR EXISTS (SELECT 1 FROM runs AS h  -- an older held run of the job goes first
+                           WHERE h.job_id = d.job_id AND h.state = 'queued'
+                             AND h.held_at IS NOT NULL AND h.id < d.run_id
+                             AND h.id <> ALL(ids))
+            ) AS held
+        FROM decided AS d
     )
     SELECT array_agg(k.n ORDER BY k.n), array_agg(k.kind ORDER BY k.n),
            array_agg(k.note ORDER BY k.n), array_agg(k.run_id ORDER BY k.n)
     INTO items, kinds, notes, ids
     FROM (
         SELECT x.n, x.run_id,
-            CASE WHEN x.first < x.n OR x.stale IS NOT NULL THEN 'stale'
-                 WHEN x.early THEN 'wait' ELSE 'work' END AS kind,
-            CASE WHEN x.first < x.n THEN 'the run is dispatched' ELSE x.stale END AS note
-        FROM ranked AS x
+            CASE WHEN x.held THEN 'held' ELSE x.kind END AS kind,
+            CASE WHEN x.first < x.n THEN 'the run is dispatched'
+                 WHEN x.kind = 'paused' THEN 'the job is paused'
+                 WHEN x.held THEN 'held by the job''s concurrency limit'
+                 ELSE x.stale END AS note
+        FROM slotted AS x
     ) AS k;
 
+    -- A paused job's run steps aside: its request void, its lane on to the next run.
+    SELECT array_agg(DISTINCT r.lane) INTO released
+    FROM runs AS r JOIN lanes AS l ON l.name = r.lane AND l.head_run_id = r.id
+    WHERE r.id = ANY(ARRAY(SELECT d.run_id FROM unnest(kinds, ids) AS d(kind, run_id)
+                           WHERE d.kind = 'paused'));
+    UPDATE runs SET not_before = NULL, token = runs.token + 1
+    WHERE runs.id = ANY(ARRAY(SELECT d.run_id FROM unnest(kinds, ids) AS d(kind, run_id)
+                              WHERE d.kind = 'paused'));
+    UPDATE runs SET held_at = coalesce(runs.held_at, now_)
+    WHERE runs.id = ANY(ARRAY(SELECT d.run_id FROM unnest(kinds, ids) AS d(kind, run_id)
+                              WHERE d.kind = 'held'));
+    IF released IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_advance(released, now_, interval_s, false);
+    END IF;
+
     RETURN QUERY
-    SELECT d.kind, d.n, r, NULL::jsonb, d.note
+    SELECT CASE WHEN d.kind = 'wait' THEN 'wait' ELSE 'stale' END, d.n, r, NULL::jsonb, d.note
     FROM unnest(items, kinds, notes, ids) AS d(n, kind, note, run_id)
     LEFT JOIN runs AS r ON r.id = d.run_id
     WHERE d.kind <> 'work';
@@ -355,7 +411,11 @@ $$;
 -- the attempt: a failure with attempts left (and not `final`: a request the broker gave up
 -- on) puts the run back to queued as its lane's head, due after max(its backoff, the
 -- interval); anything else ends the run and moves its lane on. A result without a start
--- time or an executor (one recorded for a lost executor) takes the run's.
+-- time or an executor (one recorded for a lost executor) takes the run's. A job's final
+-- failures in a row are counted (any success resets the count) and, at its
+-- `pause_after_failures`, pause the job (the circuit breaker, audited as `breaker`). A run
+-- of a job with a concurrency limit that leaves its slot has the job's oldest held runs
+-- requested again, as many as there are free slots.
 CREATE FUNCTION ledger_record(
     started jsonb, results jsonb, now_ timestamptz, interval_s double precision,
     dispatch boolean
@@ -369,6 +429,7 @@ DECLARE
     retried bigint[];
     advancing text[];
     again bigint[];
+    flow boolean;
 BEGIN
     SELECT array_agg(DISTINCT x.run_id) INTO ids FROM (
         SELECT s.run_id FROM jsonb_to_recordset(started) AS s(run_id bigint)
@@ -464,27 +525,107 @@ BEGIN
     INTO ended, ended_items, retried, advancing
     FROM done AS d;
 
-    SELECT array_agg(x.run_id) INTO again
-    FROM jsonb_to_recordset(results) AS x(n int, run_id bigint, redelivered boolean)
-    WHERE x.redelivered AND x.n <> ALL(coalesce(ended_items, '{}'));
+    IF jsonb_path_exists(results, '$[*] ? (@.redelivered == true)') THEN
+        SELECT array_agg(x.run_id) INTO again
+        FROM jsonb_to_recordset(results) AS x(n int, run_id bigint, redelivered boolean)
+        WHERE x.redelivered AND x.n <> ALL(coalesce(ended_items, '{}'));
+    END IF;
 
     IF ended IS NOT NULL THEN
         RETURN QUERY SELECT 'recorded'::text, n, NULL::runs, NULL::jsonb, NULL::text
                      FROM unnest(ended_items) AS n;
         RETURN QUERY SELECT 'notice'::text, NULL::int, e::runs, NULL::jsonb, NULL::text
                      FROM unnest(ended) AS e ORDER BY e.id;
-        -- A retry stays its lane's head: requested again after its wait, or dispatched now.
-        IF dispatch THEN
-            RETURN QUERY SELECT * FROM ledger_dispatch(
-                ARRAY(SELECT e.id FROM unnest(ended) AS e
-                      WHERE e.id = ANY(retried) AND e.not_before <= now_ ORDER BY e.id), now_);
+        -- Flow control first, for the jobs that use it (one cheap look for the others): a
+        -- job the breaker pauses now must not have its next run dispatched below.
+        flow := EXISTS (
+            SELECT 1 FROM jobs AS j
+            WHERE j.id = ANY(ARRAY(SELECT e.job_id FROM unnest(ended) AS e))
+              AND (j.pause_after_failures IS NOT NULL OR j.max_concurrency IS NOT NULL));
+        IF flow THEN
+            -- The circuit breaker, under the jobs' locks (after the lanes' and the runs').
+            PERFORM 1 FROM jobs AS j
+            WHERE j.pause_after_failures IS NOT NULL
+              AND j.id = ANY(ARRAY(SELECT e.job_id FROM unnest(ended) AS e
+                                   WHERE e.state IN ('succeeded', 'failed')))
+            ORDER BY j.id FOR UPDATE;
+            RETURN QUERY
+            WITH finals AS (
+                SELECT e.job_id, e.id, e.state, e.feedback FROM unnest(ended) AS e
+                WHERE e.state IN ('succeeded', 'failed') AND e.job_id IS NOT NULL
+            ), per_job AS (
+                SELECT f.job_id,
+                       max(f.id) FILTER (WHERE f.state = 'succeeded') AS last_ok,
+                       (array_agg(f.feedback ORDER BY f.id DESC)
+                           FILTER (WHERE f.state = 'failed'))[1] AS last_feedback
+                FROM finals AS f GROUP BY f.job_id
+            ), counts AS (
+                SELECT p.job_id, p.last_feedback, j.pause_after_failures, j.paused,
+                       CASE WHEN p.last_ok IS NOT NULL THEN 0 ELSE j.failure_streak END
+                       + (SELECT count(*) FROM finals AS f
+                          WHERE f.job_id = p.job_id AND f.state = 'failed'
+                            AND f.id > coalesce(p.last_ok, 0))::int AS streak
+                FROM per_job AS p JOIN jobs AS j ON j.id = p.job_id
+                WHERE j.pause_after_failures IS NOT NULL
+            ), streaks AS (
+                SELECT c.*, coalesce(NOT c.paused AND c.streak >= c.pause_after_failures, false)
+                                AS trip
+                FROM counts AS c
+            ), counted AS (
+                UPDATE jobs AS j SET
+                    failure_streak = s.streak,
+                    paused = j.paused OR s.trip,
+                    paused_at = CASE WHEN s.trip THEN now_ ELSE j.paused_at END,
+                    paused_reason = CASE WHEN s.trip
+                        THEN format('paused by the circuit breaker after %s failures in a row; '
+                                    'the last: %s', s.streak, left(s.last_feedback, 300))
+                        ELSE j.paused_reason END
+                FROM streaks AS s
+                WHERE j.id = s.job_id
+                RETURNING j.id, j.name, j.paused_reason, s.trip
+            ), audited AS (
+                INSERT INTO audit (actor, action, target, outcome, detail)
+                SELECT 'breaker', 'jobs.pause', 'job:' || c.id, 'ok',
+                       jsonb_build_object('reason', c.paused_reason)
+                FROM counted AS c WHERE c.trip
+            )
+            SELECT 'paused'::text, NULL::int, NULL::runs,
+                   jsonb_build_object('job_id', c.id, 'job', c.name, 'reason', c.paused_reason),
+                   c.paused_reason
+            FROM counted AS c WHERE c.trip;
         END IF;
+
+        -- A retry stays its lane's head: requested again after its wait, or dispatched now.
+        RETURN QUERY SELECT * FROM ledger_dispatch(
+            ARRAY(SELECT e.id FROM unnest(ended) AS e LEFT JOIN jobs AS j ON j.id = e.job_id
+                  WHERE dispatch AND e.id = ANY(retried) AND e.not_before <= now_
+                    AND j.max_concurrency IS NULL AND j.paused IS NOT TRUE
+                  ORDER BY e.id), now_);
         RETURN QUERY SELECT 'request'::text, NULL::int, e::runs, NULL::jsonb, NULL::text
-                     FROM unnest(ended) AS e
-                     WHERE e.id = ANY(retried) AND NOT (dispatch AND e.not_before <= now_)
+                     FROM unnest(ended) AS e LEFT JOIN jobs AS j ON j.id = e.job_id
+                     WHERE e.id = ANY(retried)
+                       AND NOT (dispatch AND e.not_before <= now_
+                                AND j.max_concurrency IS NULL AND j.paused IS NOT TRUE)
                      ORDER BY e.id;
         IF advancing IS NOT NULL THEN
             RETURN QUERY SELECT * FROM ledger_advance(advancing, now_, interval_s, dispatch);
+        END IF;
+
+        IF flow THEN
+            -- Slots freed: the oldest held runs of those jobs are requested again.
+            RETURN QUERY
+            SELECT 'request'::text, NULL::int, h::runs, NULL::jsonb, NULL::text
+            FROM jobs AS j
+            CROSS JOIN LATERAL (
+                SELECT h.* FROM runs AS h
+                WHERE h.job_id = j.id AND h.state = 'queued' AND h.held_at IS NOT NULL
+                ORDER BY h.id
+                LIMIT greatest(0, j.max_concurrency - (
+                    SELECT count(*) FROM runs AS a
+                    WHERE a.job_id = j.id AND a.state IN ('dispatched', 'running')))
+            ) AS h
+            WHERE j.max_concurrency IS NOT NULL
+              AND j.id = ANY(ARRAY(SELECT e.job_id FROM unnest(ended) AS e));
         END IF;
     END IF;
     IF again IS NOT NULL THEN
@@ -548,12 +689,18 @@ BEGIN
     SELECT array_agg(x.name) INTO idle FROM (
         SELECT l.name FROM lanes AS l
         WHERE l.head_run_id IS NULL
-          AND EXISTS (SELECT 1 FROM runs AS w WHERE w.lane = l.name AND w.state = 'queued')
+          AND EXISTS (SELECT 1 FROM runs AS w LEFT JOIN jobs AS j ON j.id = w.job_id
+                      WHERE w.lane = l.name AND w.state = 'queued' AND j.paused IS NOT TRUE)
         LIMIT lim
     ) AS x;
     SELECT array_agg(x.id) INTO overdue FROM (
         SELECT r.id FROM runs AS r
         WHERE r.state = 'queued' AND r.not_before < late
+          -- A run held by its job's full concurrency limit is not late: it waits for a slot.
+          AND NOT (r.held_at IS NOT NULL AND EXISTS (
+              SELECT 1 FROM jobs AS j WHERE j.id = r.job_id AND j.max_concurrency <= (
+                  SELECT count(*) FROM runs AS a
+                  WHERE a.job_id = j.id AND a.state IN ('dispatched', 'running'))))
         ORDER BY r.not_before LIMIT lim
     ) AS x;
     IF idle IS NULL AND overdue IS NULL THEN
@@ -685,6 +832,12 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO r FROM runs WHERE runs.id = run_id_;
+    IF EXISTS (SELECT 1 FROM jobs AS j WHERE j.id = r.job_id AND j.paused) THEN
+        RETURN QUERY SELECT 'conflict'::text, NULL::int, r, NULL::jsonb,
+            format('run %s is of job %s, which is paused: resume the job first',
+                   r.id, r.job_name);
+        RETURN;
+    END IF;
     UPDATE runs SET execute_now_at = now_ WHERE runs.id = run_id_;
     RETURN QUERY SELECT * FROM ledger_take_head(r.lane, run_id_, now_);
 END
@@ -714,5 +867,95 @@ BEGIN
     )
     SELECT 'notice'::text, NULL::int, a::runs, NULL::jsonb, NULL::text FROM again AS a;
     RETURN QUERY SELECT * FROM ledger_take_head(r.lane, run_id_, now_);
+END
+$$;
+
+-- Pause a job: its runs still come, queued, and none is dispatched until the resume; those
+-- dispatched or running finish. Its scheduled heads step aside at once (their requests
+-- void), so their lanes move on to other jobs' runs. Lock order: those lanes, then those
+-- runs and the job's runs without a lane, then the job.
+CREATE FUNCTION ledger_pause(
+    job_id_ int, reason text, now_ timestamptz, interval_s double precision
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    heads text[];
+    job jobs;
+BEGIN
+    SELECT array_agg(x.name) INTO heads FROM (
+        SELECT l.name FROM lanes AS l JOIN runs AS r ON r.id = l.head_run_id
+        WHERE r.job_id = job_id_ AND r.state = 'queued'
+        ORDER BY l.name COLLATE "C" FOR UPDATE OF l
+    ) AS x;
+    PERFORM 1 FROM runs AS r
+    WHERE r.state = 'queued' AND r.job_id = job_id_
+      AND (r.lane IS NULL
+           OR r.id = ANY(ARRAY(SELECT l.head_run_id FROM lanes AS l WHERE l.name = ANY(heads))))
+    ORDER BY r.id FOR UPDATE;
+    UPDATE jobs SET paused = true, paused_at = now_, paused_reason = reason
+    WHERE jobs.id = job_id_ AND NOT jobs.paused
+    RETURNING * INTO job;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = job_id_) THEN
+            RETURN QUERY SELECT 'missing'::text, NULL::int, NULL::runs, NULL::jsonb,
+                                format('job %s does not exist', job_id_);
+        END IF;
+        RETURN;  -- paused already
+    END IF;
+    UPDATE runs SET not_before = NULL, token = runs.token + 1
+    WHERE runs.state = 'queued' AND runs.job_id = job_id_
+      AND (runs.lane IS NULL OR runs.id = ANY(
+          ARRAY(SELECT l.head_run_id FROM lanes AS l WHERE l.name = ANY(heads))));
+    IF heads IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_advance(heads, now_, interval_s, false);
+    END IF;
+    RETURN QUERY SELECT 'paused'::text, NULL::int, NULL::runs,
+        jsonb_build_object('job_id', job.id, 'job', job.name, 'reason', reason), reason;
+END
+$$;
+
+-- Resume a paused job: its waiting runs run again in enqueue order, with their lanes'
+-- interval (idle lanes that hold them get a head now; a run without a lane is due now).
+-- The breaker's count starts again.
+CREATE FUNCTION ledger_resume(job_id_ int, now_ timestamptz, interval_s double precision)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    idle text[];
+    job jobs;
+BEGIN
+    SELECT array_agg(x.name) INTO idle FROM (
+        SELECT l.name FROM lanes AS l
+        WHERE l.head_run_id IS NULL AND l.name IN (
+            SELECT r.lane FROM runs AS r
+            WHERE r.job_id = job_id_ AND r.state = 'queued' AND r.lane IS NOT NULL)
+        ORDER BY l.name COLLATE "C" FOR UPDATE
+    ) AS x;
+    PERFORM 1 FROM runs AS r
+    WHERE r.job_id = job_id_ AND r.lane IS NULL AND r.state = 'queued'
+    ORDER BY r.id FOR UPDATE;
+    UPDATE jobs SET paused = false, paused_at = NULL, paused_reason = NULL, failure_streak = 0
+    WHERE jobs.id = job_id_ AND jobs.paused
+    RETURNING * INTO job;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = job_id_) THEN
+            RETURN QUERY SELECT 'missing'::text, NULL::int, NULL::runs, NULL::jsonb,
+                                format('job %s does not exist', job_id_);
+        END IF;
+        RETURN;  -- not paused
+    END IF;
+    IF idle IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_advance(
+            ARRAY(SELECT l.name FROM lanes AS l WHERE l.name = ANY(idle) AND l.head_run_id IS NULL),
+            now_, interval_s, false);
+    END IF;
+    RETURN QUERY
+    SELECT 'request'::text, NULL::int, s::runs, NULL::jsonb, NULL::text
+    FROM ledger_schedule(ARRAY(
+        SELECT r.id FROM runs AS r
+        WHERE r.job_id = job_id_ AND r.lane IS NULL AND r.state = 'queued'), now_) AS s
+    ORDER BY s.id;
+    RETURN QUERY SELECT 'resumed'::text, NULL::int, NULL::runs,
+        jsonb_build_object('job_id', job.id, 'job', job.name, 'reason', NULL), NULL::text;
 END
 $$;

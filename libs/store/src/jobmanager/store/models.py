@@ -86,6 +86,15 @@ class Job(Base):
     timeout_s: Mapped[float] = mapped_column(Float, server_default="600")
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="1")
     retry_backoff_s: Mapped[float] = mapped_column(Float, server_default="0")
+    # Flow control (SPEC §12): a paused job's runs wait, queued; the breaker pauses a job
+    # after `pause_after_failures` final failures in a row (`failure_streak` counts them);
+    # at most `max_concurrency` of its runs are dispatched or running at once.
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    paused_at: Mapped[datetime | None]
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    pause_after_failures: Mapped[int | None] = mapped_column(Integer)
+    failure_streak: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -136,6 +145,13 @@ class Run(Outcome, Base):
         ),
         Index("ix_runs_failed", "finished_at", "id", postgresql_where=text("state = 'failed'")),
         Index("ix_runs_event_pk", "event_pk"),
+        # The runs a concurrency limit holds, per job, oldest first.
+        Index(
+            "ix_runs_held",
+            "job_id",
+            "id",
+            postgresql_where=text("held_at IS NOT NULL AND state = 'queued'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -155,6 +171,8 @@ class Run(Outcome, Base):
     execute_now_at: Mapped[datetime | None]
     enqueued_at: Mapped[datetime] = _now()
     not_before: Mapped[datetime | None]
+    # Since when its lane's head waits for a slot of its job's concurrency limit.
+    held_at: Mapped[datetime | None]
 
 
 class Attempt(Outcome, Base):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobmanager.core.broker import Publisher
-from jobmanager.core.messages import JobRequest, RunNotice
+from jobmanager.core.messages import JobNotice, JobRequest, RunNotice
 
 
 @dataclass
@@ -19,11 +19,13 @@ class Outbox:
     requests: list[JobRequest] = field(default_factory=list)
     notices: list[RunNotice] = field(default_factory=list)
     work: list[JobRequest] = field(default_factory=list)
+    job_notices: list[JobNotice] = field(default_factory=list)
 
     def extend(self, other: Outbox) -> None:
         self.requests += other.requests
         self.notices += other.notices
         self.work += other.work
+        self.job_notices += other.job_notices
 
     async def publish(self, publisher: Publisher, *, now: datetime) -> None:
         """Publish everything, all in flight at once; returns when the broker confirmed all.
@@ -39,6 +41,10 @@ class Outbox:
             *(
                 publisher.publish(topology.runs_exchange, n.routing_key, n, mandatory=False)
                 for n in self.notices
+            ),
+            *(
+                publisher.publish(topology.runs_exchange, n.routing_key, n, mandatory=False)
+                for n in self.job_notices
             ),
             *(publisher.publish("", topology.work_queue, request) for request in self.work),
         )

@@ -17,7 +17,17 @@ from fastapi import FastAPI
 from jobmanager.admin import console, problems
 from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.metrics import Metrics
-from jobmanager.admin.routes import finished, health, jobs, keys, overview, queue, settings, whoami
+from jobmanager.admin.routes import (
+    finished,
+    health,
+    jobs,
+    keys,
+    overview,
+    pausing,
+    queue,
+    settings,
+    whoami,
+)
 from jobmanager.admin.state import Broker, Database
 from jobmanager.core.topology import Topology
 from jobmanager.store import cleanup
@@ -87,7 +97,7 @@ def create_app(config: AdminSettings) -> FastAPI:
     problems.document(app)
     metrics.install(app)
     app.include_router(health.router)
-    for module in (jobs, queue, finished, settings, overview, keys, whoami):
+    for module in (jobs, pausing, queue, finished, settings, overview, keys, whoami):
         app.include_router(module.router)
     app.include_router(console.router)
     return app

@@ -78,6 +78,9 @@ class RunDetail(RunOut):
 
 class JobOut(JobSpec):
     id: int
+    paused: bool = False  # as stored (in a JobSpec, None means "leave it as it is")
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -97,6 +100,9 @@ class JobPatch(BaseModel):
     timeout_s: float | None = None
     max_attempts: int | None = None
     retry_backoff_s: float | None = None
+    paused: bool | None = None
+    pause_after_failures: int | None = None
+    max_concurrency: int | None = None
 
 
 class DryRunIn(BaseModel):

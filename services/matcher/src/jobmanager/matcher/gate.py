@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import JobRequest
-from jobmanager.matcher.metrics import observe_dispatched
+from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.matcher.metrics import count_published, observe_dispatched
 from jobmanager.store import db, ledger
 from jobmanager.store.outbox import Outbox
 
@@ -29,9 +30,17 @@ log = logging.getLogger(__name__)
 
 
 class GateHandler:
-    def __init__(self, engine: AsyncEngine, publisher: Publisher, *, hold_max_s: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publisher: Publisher,
+        catalogue: Callable[[], Catalogue],
+        *,
+        hold_max_s: float,
+    ) -> None:
         self._engine = engine
         self._publisher = publisher
+        self._catalogue = catalogue
         self._hold_max_s = hold_max_s
 
     async def _parse(self, message: AbstractIncomingMessage) -> JobRequest | None:
@@ -47,11 +56,14 @@ class GateHandler:
         if not valid:
             return []
         now = datetime.now(UTC)
+        interval = self._catalogue().interval_s
         async with db.transaction(self._engine, single_statement=True) as conn:
-            decisions = await ledger.gate(conn, [r for _, r in valid], now=now)
+            decisions, moved_on = await ledger.gate(
+                conn, [r for _, r in valid], now=now, interval_s=interval
+            )
         later: consumer.Later = []
         decided: list[AbstractIncomingMessage] = []
-        sending: list[Awaitable[None]] = []
+        sending: list[Awaitable[None]] = [moved_on.publish(self._publisher, now=now)]
         for (message, request), decision in zip(valid, decisions, strict=True):
             if isinstance(decision, ledger.Wait):
                 wait = (decision.until - datetime.now(UTC)).total_seconds()
@@ -66,6 +78,7 @@ class GateHandler:
                 self._dropped(request, decision)
             decided.append(message)
         await asyncio.gather(*sending)
+        count_published(moved_on, now)
         await consumer.ack(decided)
         return later
 

@@ -24,6 +24,8 @@ DISPATCH_LAG = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
 )
 LANE_BACKLOG = Gauge("jobmanager_lane_backlog", "Runs waiting in the queue")
+PAUSED_JOBS = Gauge("jobmanager_jobs_paused", "Jobs paused (by an operator or the breaker)")
+HELD_RUNS = Gauge("jobmanager_runs_held", "Lane heads waiting for their job's concurrency limit")
 
 
 def observe_dispatched(work: list[JobRequest], now: datetime) -> None:

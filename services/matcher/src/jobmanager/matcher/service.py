@@ -123,7 +123,7 @@ async def _run(
         max_depth=settings.event_max_depth,
         direct_dispatch=settings.direct_dispatch,
     )
-    gate = GateHandler(engine, publisher, hold_max_s=settings.gate_hold_max_s)
+    gate = GateHandler(engine, publisher, holder, hold_max_s=settings.gate_hold_max_s)
     results = ResultsHandler(engine, publisher, holder, direct_dispatch=settings.direct_dispatch)
     upkeep = Upkeep(settings, engine, connection, publisher, holder)
     consumers = [

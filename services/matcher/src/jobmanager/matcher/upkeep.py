@@ -23,7 +23,7 @@ from jobmanager.core.messages import JobRequest
 from jobmanager.core.topology import WORK_DELIVERY_LIMIT
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.config import MatcherSettings
-from jobmanager.matcher.metrics import LANE_BACKLOG, count_notices
+from jobmanager.matcher.metrics import HELD_RUNS, LANE_BACKLOG, PAUSED_JOBS, count_notices
 from jobmanager.store import db, ledger
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class Upkeep:
                 dispatch_grace_s=self._settings.dispatch_grace_s,
                 work_queue_idle=idle,
             )
-            LANE_BACKLOG.set(await ledger.queued_count(conn))
+            counts = await ledger.counts(conn)
+        LANE_BACKLOG.set(counts.queued)
+        PAUSED_JOBS.set(counts.paused_jobs)
+        HELD_RUNS.set(counts.held)
         outbox.extend(reaped)
         if outbox.requests or reaped.notices:
             log.warning(

@@ -16,7 +16,7 @@ from jobmanager.admin.auth import Principal, requires
 from jobmanager.admin.auth import router as auth_router
 from jobmanager.admin.problems import invalid, invalid_model
 from jobmanager.admin.queries import page_by_id, text_filter
-from jobmanager.admin.routes.common import API, Cursor, Limit, SmallId
+from jobmanager.admin.routes.common import API, Cursor, Limit, SmallId, deliver
 from jobmanager.admin.schemas import CheckOut, DryRunIn, DryRunOut, JobOut, JobPatch, Page
 from jobmanager.admin.state import DB, Pub, Settings
 from jobmanager.core.broker import Publisher
@@ -25,8 +25,10 @@ from jobmanager.jobs.matching import explain
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.jobs.templating import TemplateError, render_command, render_lane
 from jobmanager.store import jobs as job_store
+from jobmanager.store import settings as settings_store
 from jobmanager.store.models import Event as EventRow
 from jobmanager.store.models import Job
+from jobmanager.store.settings import QueueSettings
 
 router = auth_router(prefix=API, tags=["jobs"])
 jobs = cast(Table, Job.__table__)
@@ -35,7 +37,12 @@ events = cast(Table, EventRow.__table__)
 
 def job_out(row: Row[Any]) -> JobOut:
     return JobOut(
-        **job_store.to_spec(row).model_dump(),
+        **{
+            **job_store.to_spec(row).model_dump(),
+            "paused": row.paused,
+            "paused_at": row.paused_at,
+            "paused_reason": row.paused_reason,
+        },
         id=row.id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -110,7 +117,16 @@ async def create_job(
         if exists is not None:
             raise HTTPException(409, f"a job named {spec.name!r} exists already (id {exists})")
         job_id, _ = await job_store.upsert(conn, spec)
+        outbox = await job_store.set_paused(
+            conn,
+            job_id,
+            spec.paused,
+            actor=f"key:{caller.name}",
+            interval_s=0.0,
+            now=datetime.now(UTC),
+        )
         row = await _load(conn, job_id)
+    await deliver(publisher, outbox, datetime.now(UTC))
     await _changed(publisher)
     return job_out(row)
 
@@ -144,7 +160,17 @@ async def patch_job(
             await job_store.replace(conn, job_id, spec)
         except IntegrityError:
             raise HTTPException(409, f"a job named {spec.name!r} exists already") from None
+        interval = (await settings_store.load(conn, "queue", QueueSettings)).interval_s
+        outbox = await job_store.set_paused(
+            conn,
+            job_id,
+            spec.paused,
+            actor=f"key:{caller.name}",
+            interval_s=interval,
+            now=datetime.now(UTC),
+        )
         row = await _load(conn, job_id)
+    await deliver(publisher, outbox, datetime.now(UTC))
     await _changed(publisher)
     return job_out(row)
 
