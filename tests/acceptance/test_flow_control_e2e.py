@@ -113,3 +113,31 @@ async def test_the_circuit_breaker_pauses_a_failing_job_and_the_resume_runs_the_
     runs = await stack.ended(job, 5)
     assert [r.state for r in runs] == ["failed"] * 3 + ["succeeded"] * 2
     assert all(a.dispatched_at <= b.dispatched_at for a, b in pairwise(runs[3:]))
+
+
+async def test_a_debounced_burst_runs_once_with_its_last_command(stack: Stack) -> None:
+    job = stack.job(
+        script="noop", command_template="{{ data.k }}", lane="{{ data.lane }}", debounce_s=1.5
+    )
+    await stack.add(job)
+    for k in range(10):  # ten events within a second, in two lanes
+        await stack.publish(job, {"k": f"x{k}", "lane": "debounce-x"})
+        await stack.publish(job, {"k": f"y{k}", "lane": "debounce-y"})
+        await asyncio.sleep(0.08)
+    last = datetime.now(UTC)
+
+    async def both_ran() -> list[Any] | None:
+        rows = await stack.runs(job)
+        done = [r for r in rows if r.state == "succeeded"]
+        return rows if len(done) >= 2 else None
+
+    rows = await wait_for(both_ran, 20)
+    await asyncio.sleep(1)  # nothing else runs after them
+    rows = await stack.runs(job)
+    ran = sorted((r.lane, r.command) for r in rows if r.state != "superseded")
+    assert ran == [("debounce-x", "x9"), ("debounce-y", "y9")]
+    assert sum(r.state == "superseded" for r in rows) == 18
+    for run in (r for r in rows if r.state == "succeeded"):
+        waited = (run.dispatched_at - last).total_seconds()
+        assert 1.2 <= waited <= 3.0, f"dispatched {waited:.2f} s after the last event"
+        assert run.absorbed == 9

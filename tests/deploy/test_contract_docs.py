@@ -94,6 +94,7 @@ def test_the_asyncapi_document_names_the_topology_and_resolves() -> None:
         "succeeded",
         "failed",
         "removed",
+        "superseded",
     ]
     for model in asyncapi.MODELS:
         assert model.__name__ in document["components"]["schemas"]

@@ -253,3 +253,75 @@ async def test_a_concurrency_limit_holds_runs_and_frees_them_oldest_first(
             text("SELECT count(*) FROM runs WHERE state IN ('dispatched', 'running')")
         )
     assert active == 2
+
+
+# -- debounce --------------------------------------------------------------------------------
+
+
+async def runs_of(engine: AsyncEngine, name: str) -> list[Any]:
+    async with engine.connect() as conn:
+        query = select(Run.__table__).where(Run.job_name == name).order_by(Run.id)
+        return list((await conn.execute(query)).all())
+
+
+async def test_a_burst_in_a_lane_becomes_one_run_with_the_last_command(
+    engine: AsyncEngine,
+) -> None:
+    a = await job(engine, "a", debounce_s=1.5)
+    requests: list[JobRequest] = []
+    for k in range(10):  # ten events within a second, for two lanes
+        out = await enqueue(
+            engine,
+            of(a, "a", lane="x", command=f"x{k}", debounce_s=1.5),
+            of(a, "a", lane="y", command=f"y{k}", debounce_s=1.5),
+            now=at(k / 10),
+        )
+        requests += out.requests
+        assert {n.state for n in out.notices} <= {"queued", "superseded"}
+    rows = await runs_of(engine, "a")
+    survivors = [r for r in rows if r.state == "queued"]
+    assert [(r.lane, r.command, r.absorbed) for r in survivors] == [("x", "x9", 9), ("y", "y9", 9)]
+    superseded = [r for r in rows if r.state == "superseded"]
+    assert len(superseded) == 18
+    assert all(r.superseded_by is not None and r.superseded_by > r.id for r in superseded)
+    # The lanes' heads are the survivors, due debounce_s after the newest event.
+    by_run = {r.run_id: r for r in requests}
+    for survivor in survivors:
+        assert by_run[survivor.id].not_before == at(0.9 + 1.5)
+    # Only the survivors' requests are still valid at the gate.
+    decisions, _ = await gate(engine, requests, at(2.4))
+    sent = sorted(d.request.command for d in decisions if isinstance(d, Dispatch))
+    assert sent == ["x9", "y9"]
+
+
+async def test_debounce_max_s_starts_a_stream_that_never_pauses(engine: AsyncEngine) -> None:
+    a = await job(engine, "a", debounce_s=1.0, debounce_max_s=3.0)
+    dispatched: list[tuple[float, str]] = []
+    pending: list[JobRequest] = []
+    for k in range(20):  # an event every 0.5 s for 10 s
+        now = k * 0.5
+        out = await enqueue(
+            engine, of(a, "a", command=f"c{k}", debounce_s=1.0, debounce_max_s=3.0), now=at(now)
+        )
+        pending += out.requests
+        due = [r for r in pending if r.not_before <= at(now)]
+        if due:
+            decisions, _ = await gate(engine, due, at(now))
+            for d in decisions:
+                if isinstance(d, Dispatch):
+                    dispatched.append((now, d.request.command))
+                    pending += (await finish(engine, d.request, 3, at(now))).requests
+            pending = [r for r in pending if r.not_before > at(now)]
+    # Each burst runs its newest command 3 s after its first event: the first burst began at
+    # 0 s, the second with the first event after that run's dispatch (3.5 s); the third's
+    # deadline (10 s) is past the end.
+    assert dispatched == [(3.0, "c6"), (6.5, "c13")]
+
+
+async def test_a_dispatched_run_is_never_superseded(engine: AsyncEngine) -> None:
+    a = await job(engine, "a", debounce_s=1.0)
+    [first] = (await enqueue(engine, of(a, "a", command="one", debounce_s=1.0))).requests
+    await dispatch(engine, first, at(1))
+    out = await enqueue(engine, of(a, "a", command="two", debounce_s=1.0), now=at(1.5))
+    assert [n.state for n in out.notices] == ["queued"]
+    assert [r.state for r in await runs_of(engine, "a")] == ["dispatched", "queued"]

@@ -28,6 +28,7 @@ def test_each_announced_state_has_the_specified_routing_key() -> None:
         "succeeded": "run.succeeded",
         "failed": "run.failed",
         "removed": "run.removed",
+        "superseded": "run.superseded",  # SPEC §12, debounce
     }
 
 

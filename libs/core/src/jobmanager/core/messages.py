@@ -132,7 +132,9 @@ class ExecutorReport(Message):
     routing_key: ClassVar[str] = "executor.report"
 
 
-RunState = Literal["queued", "dispatched", "running", "succeeded", "failed", "removed"]
+RunState = Literal[
+    "queued", "dispatched", "running", "succeeded", "failed", "removed", "superseded"
+]
 
 
 # The runs exchange's routing key per state a notice announces (the specification's names:
@@ -143,6 +145,7 @@ NOTICE_KEYS: dict[str, str] = {
     "succeeded": "run.succeeded",
     "failed": "run.failed",
     "removed": "run.removed",
+    "superseded": "run.superseded",
 }
 
 

@@ -140,6 +140,21 @@ class JobSpec(BaseModel):
     paused: bool | None = None
     pause_after_failures: Annotated[int, Field(ge=1, le=10000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=10000)] | None = None
+    # Debounce: while a run of the job waits in a lane, a new event for that lane replaces
+    # it; the survivor starts `debounce_s` after the newest event, and no later than
+    # `debounce_max_s` after the burst's first (when set), so a stream that never pauses
+    # still runs.
+    debounce_s: Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] = 0.0
+    debounce_max_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _debounce_window(self) -> JobSpec:
+        if self.debounce_max_s is not None and self.debounce_max_s < self.debounce_s:
+            raise ValueError(
+                f"debounce_max_s ({self.debounce_max_s:g}) must be at least debounce_s "
+                f"({self.debounce_s:g})"
+            )
+        return self
 
     @field_validator("command_template")
     @classmethod
@@ -178,4 +193,6 @@ class PlannedRun:
     timeout_s: float = 600.0
     max_attempts: int = 1
     retry_backoff_s: float = 0.0
+    debounce_s: float = 0.0
+    debounce_max_s: float | None = None
     error: str | None = None

@@ -35,6 +35,8 @@ def columns(spec: JobSpec) -> dict[str, Any]:
         "retry_backoff_s": spec.retry_backoff_s,
         "pause_after_failures": spec.pause_after_failures,
         "max_concurrency": spec.max_concurrency,
+        "debounce_s": spec.debounce_s,
+        "debounce_max_s": spec.debounce_max_s,
     }
 
 
@@ -56,6 +58,8 @@ def to_spec(row: Row[Any]) -> JobSpec:
         retry_backoff_s=row.retry_backoff_s,
         pause_after_failures=row.pause_after_failures,
         max_concurrency=row.max_concurrency,
+        debounce_s=row.debounce_s,
+        debounce_max_s=row.debounce_max_s,
     )
 
 

@@ -111,9 +111,10 @@ LANGUAGE sql AS $$
     ORDER BY s.id
 $$;
 
--- Move these locked lanes on: each one's next queued run (an Execute Now first, then enqueue
--- order) becomes its head with a new token, due at the lane's slot (at once for an Execute
--- Now); a lane with nothing queued becomes idle. A paused job's runs are passed over: they
+-- Move these locked lanes on: each one's next queued run (an Execute Now first, then lane
+-- order: enqueue order, a debounced run in the place of the run it superseded) becomes its
+-- head with a new token, due at the lane's slot and not before its debounce allows (at once
+-- for an Execute Now); a lane with nothing queued becomes idle. A paused job's runs are passed over: they
 -- wait, and other jobs of the lane run. With `dispatch`, a head due now is dispatched at
 -- once (it holds every check of the gate by construction), unless its job has a
 -- concurrency limit: only the gate counts the job's slots.
@@ -124,13 +125,15 @@ LANGUAGE sql AS $$
     WITH nxt AS (
         SELECT l.name, n.id, n.limited,
                CASE WHEN n.execute_now_at IS NOT NULL THEN now_
-                    ELSE ledger_slot(l.last_finished_at, interval_s, now_) END AS due
+                    ELSE greatest(ledger_slot(l.last_finished_at, interval_s, now_),
+                                  n.debounce_until) END AS due
         FROM lanes AS l
         LEFT JOIN LATERAL (
-            SELECT r.id, r.execute_now_at, j.max_concurrency IS NOT NULL AS limited
+            SELECT r.id, r.execute_now_at, r.debounce_until,
+                   j.max_concurrency IS NOT NULL AS limited
             FROM runs AS r LEFT JOIN jobs AS j ON j.id = r.job_id
             WHERE r.lane = l.name AND r.state = 'queued' AND j.paused IS NOT TRUE
-            ORDER BY r.execute_now_at ASC NULLS LAST, r.id
+            ORDER BY r.execute_now_at ASC NULLS LAST, coalesce(r.place, r.id)
             LIMIT 1
         ) AS n ON true
         WHERE l.name = ANY(names)
@@ -180,8 +183,12 @@ $$;
 -- [{n (the order of creation), i (the event's index), job_id, job_name, script, command,
 -- lane, timeout_s, max_attempts, retry_backoff_s, error}]. The unique (source, event_id) key
 -- makes a duplicate create nothing (a redelivered one has its runs' lanes' heads re-sent).
--- A run whose templates failed (`error`) is recorded failed, with its one attempt. Lanes that
--- were idle get their first new run as head; a run without a lane is its own head, due now
+-- A run whose templates failed (`error`) is recorded failed, with its one attempt. A new run
+-- of a debounced job (`debounce_s` > 0) supersedes its job's run still waiting in its lane
+-- (queued, never dispatched): that one ends `superseded`, naming its successor, which takes
+-- its place in the lane, its burst and its absorbed events (one more), and starts no earlier
+-- than `debounce_s` after the newest event and no later than `debounce_max_s` after the
+-- burst's first (when set). Lanes that were idle get their first new run as head; a run without a lane is its own head, due now
 -- (unless its job is paused: then it waits, unrequested, for the resume).
 CREATE FUNCTION ledger_enqueue(
     batch jsonb, planned jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
@@ -193,6 +200,10 @@ DECLARE
     idle text[];
     made runs[];
     again bigint[];
+    d record;
+    w runs;
+    gone runs;
+    burst timestamptz;
 BEGIN
     -- Record the new events, in key order: two batches inserting the same events wait for
     -- each other in the unique index in one order, so they cannot deadlock there. Of an
@@ -267,6 +278,49 @@ BEGIN
 
         INSERT INTO attempts (run_id, attempt, finished_at, result, feedback)
         SELECT m.id, 1, now_, 2, m.feedback FROM unnest(made) AS m WHERE m.state = 'failed';
+
+        -- Debounce, run by run in creation order: a burst within the batch chains too. (The
+        -- runs were created in `n` order, so the k-th made run is the k-th planned one.)
+        FOR d IN
+            SELECT m.id, m.lane, m.job_id, p.debounce_s, p.debounce_max_s
+            FROM (SELECT x.id, x.lane, x.job_id, x.state,
+                         row_number() OVER (ORDER BY x.id) AS k FROM unnest(made) AS x) AS m
+            JOIN (SELECT q.debounce_s, q.debounce_max_s, row_number() OVER (ORDER BY q.n) AS k
+                  FROM jsonb_to_recordset(planned) AS q(
+                      n int, i int, debounce_s double precision, debounce_max_s double precision)
+                  WHERE q.i = ANY(new_items)) AS p ON p.k = m.k
+            WHERE p.debounce_s > 0 AND m.state = 'queued' AND m.lane IS NOT NULL
+              AND m.job_id IS NOT NULL
+            ORDER BY m.id
+        LOOP
+            w := NULL;
+            SELECT * INTO w FROM runs AS r
+            WHERE r.lane = d.lane AND r.job_id = d.job_id AND r.state = 'queued'
+              AND r.attempt = 1 AND r.id < d.id
+            ORDER BY r.id DESC LIMIT 1;
+            burst := coalesce(w.burst_started_at, w.enqueued_at, now_);
+            UPDATE runs SET
+                burst_started_at = burst,
+                debounce_until = least(now_ + make_interval(secs => d.debounce_s),
+                                       burst + make_interval(secs => d.debounce_max_s)),
+                place = coalesce(w.place, w.id),
+                absorbed = coalesce(w.absorbed + 1, 0),
+                execute_now_at = w.execute_now_at
+            WHERE runs.id = d.id;
+            IF w.id IS NOT NULL THEN
+                UPDATE runs SET state = 'superseded', superseded_by = d.id, finished_at = now_,
+                                token = runs.token + 1, not_before = NULL
+                WHERE runs.id = w.id
+                RETURNING * INTO gone;
+                RETURN QUERY SELECT 'notice'::text, NULL::int, gone, NULL::jsonb, NULL::text;
+                IF EXISTS (SELECT 1 FROM lanes AS l
+                           WHERE l.name = d.lane AND l.head_run_id = w.id) THEN
+                    -- Its lane is free again: it gets its next head below.
+                    UPDATE lanes SET head_run_id = NULL WHERE lanes.name = d.lane;
+                    idle := array_append(idle, d.lane);
+                END IF;
+            END IF;
+        END LOOP;
 
         RETURN QUERY SELECT 'notice'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
                      FROM unnest(made) AS m ORDER BY m.id;
@@ -750,8 +804,9 @@ BEGIN
 
     RETURN QUERY
     WITH slots AS (
-        SELECT l.head_run_id AS id, ledger_slot(l.last_finished_at, interval_s, now_) AS slot
-        FROM lanes AS l
+        SELECT l.head_run_id AS id,
+               greatest(ledger_slot(l.last_finished_at, interval_s, now_), r.debounce_until) AS slot
+        FROM lanes AS l JOIN runs AS r ON r.id = l.head_run_id
         WHERE l.name = ANY(names) AND l.last_finished_at IS NOT NULL
     ), moved AS (
         UPDATE runs SET token = runs.token + 1, not_before = s.slot

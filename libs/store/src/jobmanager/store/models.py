@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATES = ("queued", "dispatched", "running", "succeeded", "failed", "removed")
+RUN_STATES = ("queued", "dispatched", "running", "succeeded", "failed", "removed", "superseded")
 QUEUE_STATES = ("queued", "dispatched", "running")
 ACTIVE_STATES = ("dispatched", "running")
 
@@ -95,6 +95,9 @@ class Job(Base):
     pause_after_failures: Mapped[int | None] = mapped_column(Integer)
     failure_streak: Mapped[int] = mapped_column(Integer, server_default="0")
     max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    # Debounce: a burst of events for one lane becomes one run (see the runs' columns).
+    debounce_s: Mapped[float] = mapped_column(Float, server_default="0")
+    debounce_max_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -125,12 +128,13 @@ class Run(Outcome, Base):
     __table_args__ = (
         CheckConstraint(f"state IN {RUN_STATES!r}", name="state"),
         CheckConstraint("result IS NULL OR result IN (2, 3)", name="result"),
-        # The next run of a lane: queued, execute-now first, then enqueue order.
+        # The next run of a lane: queued, execute-now first, then lane order (`place`: the
+        # enqueue order, which a debounced run takes over from the run it supersedes).
         Index(
             "ix_runs_lane_next",
             "lane",
             text("execute_now_at ASC NULLS LAST"),
-            "id",
+            text("coalesce(place, id)"),
             postgresql_where=text("state = 'queued'"),
         ),
         Index("ix_runs_state_id", "state", "id"),
@@ -145,6 +149,12 @@ class Run(Outcome, Base):
         ),
         Index("ix_runs_failed", "finished_at", "id", postgresql_where=text("state = 'failed'")),
         Index("ix_runs_event_pk", "event_pk"),
+        # A debounced run's lineage: the runs it superseded.
+        Index(
+            "ix_runs_superseded_by",
+            "superseded_by",
+            postgresql_where=text("superseded_by IS NOT NULL"),
+        ),
         # The runs a concurrency limit holds, per job, oldest first.
         Index(
             "ix_runs_held",
@@ -173,6 +183,14 @@ class Run(Outcome, Base):
     not_before: Mapped[datetime | None]
     # Since when its lane's head waits for a slot of its job's concurrency limit.
     held_at: Mapped[datetime | None]
+    # Debounce: the run it superseded handed it its place in the lane (`place`, else its id
+    # is its place), its burst's start and the number of events it absorbed; it starts no
+    # earlier than `debounce_until`. A superseded run names the run that replaced it.
+    place: Mapped[int | None] = mapped_column(BigInteger)
+    burst_started_at: Mapped[datetime | None]
+    debounce_until: Mapped[datetime | None]
+    absorbed: Mapped[int] = mapped_column(Integer, server_default="0")
+    superseded_by: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Attempt(Outcome, Base):

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from fastapi import HTTPException
-from sqlalchemy import ColumnElement, Row, Select, Table, or_, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, Table, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobmanager.admin.schemas import AttemptOut, Page, RunDetail, RunOut
@@ -93,6 +93,9 @@ def run_out(row: Row[Any]) -> RunOut:
         feedback=row.feedback,
         event_id=row.event_id,
         executor=row.executor,
+        absorbed=row.absorbed,
+        superseded_by=row.superseded_by,
+        held=row.held_at is not None and row.state == "queued",
     )
 
 
@@ -148,6 +151,16 @@ async def list_runs(
     return Page(items=[run_out(r) for r in rows], next_cursor=next_cursor)
 
 
+# The events a debounced run absorbed: those of the runs it superseded, and of theirs.
+_LINEAGE = text(
+    "WITH RECURSIVE chain AS ("
+    " SELECT id, event_id FROM runs WHERE superseded_by = :id"
+    " UNION ALL"
+    " SELECT r.id, r.event_id FROM runs AS r JOIN chain AS c ON r.superseded_by = c.id"
+    ") SELECT event_id FROM chain ORDER BY id"
+)
+
+
 async def run_detail(conn: AsyncConnection, run_id: int) -> RunDetail | None:
     row = (await conn.execute(select(runs).where(runs.c.id == run_id))).one_or_none()
     if row is None:
@@ -160,10 +173,14 @@ async def run_detail(conn: AsyncConnection, run_id: int) -> RunDetail | None:
     event = None
     if row.event_pk is not None:
         event = await conn.scalar(select(events.c.payload).where(events.c.id == row.event_pk))
+    absorbed = []
+    if row.absorbed:
+        absorbed = [str(e) for e in (await conn.scalars(_LINEAGE, {"id": run_id})).all() if e]
     return RunDetail(
         **run_out(row).model_dump(),
         output_tail=row.output_tail,
         event=event,
+        absorbed_events=absorbed,
         attempts=[
             AttemptOut(
                 attempt=a.attempt,

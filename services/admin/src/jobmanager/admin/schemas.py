@@ -42,7 +42,9 @@ class RunOut(Out):
     script: str
     lane: str | None
     command: str
-    state: Literal["queued", "dispatched", "running", "succeeded", "failed", "removed"]
+    state: Literal[
+        "queued", "dispatched", "running", "succeeded", "failed", "removed", "superseded"
+    ]
     attempt: int
     max_attempts: int
     enqueued_at: datetime
@@ -56,6 +58,9 @@ class RunOut(Out):
     feedback: str
     event_id: str | None
     executor: str | None
+    absorbed: int = Field(0, description="earlier events of its burst it replaced (debounce)")
+    superseded_by: int | None = Field(None, description="the run that replaced it (debounce)")
+    held: bool = Field(False, description="waiting for a slot of its job's concurrency limit")
 
 
 class AttemptOut(Out):
@@ -74,6 +79,9 @@ class RunDetail(RunOut):
     output_tail: str
     attempts: list[AttemptOut]
     event: dict[str, Any] | None
+    absorbed_events: list[str] = Field(
+        default_factory=list, description="ids of the earlier events of its burst (debounce)"
+    )
 
 
 class JobOut(JobSpec):
@@ -103,6 +111,8 @@ class JobPatch(BaseModel):
     paused: bool | None = None
     pause_after_failures: int | None = None
     max_concurrency: int | None = None
+    debounce_s: float | None = None
+    debounce_max_s: float | None = None
 
 
 class DryRunIn(BaseModel):

@@ -32,6 +32,8 @@ class CompiledJob:
     timeout_s: float
     max_attempts: int
     retry_backoff_s: float
+    debounce_s: float = 0.0
+    debounce_max_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Catalogue:
                     timeout_s=spec.timeout_s,
                     max_attempts=spec.max_attempts,
                     retry_backoff_s=spec.retry_backoff_s,
+                    debounce_s=spec.debounce_s,
+                    debounce_max_s=spec.debounce_max_s,
                 )
             except ValueError as exc:  # stored before a validation rule existed
                 log.error("job %r is invalid and will not match: %s", row.name, exc)
@@ -88,6 +92,8 @@ class Catalogue:
                     timeout_s=job.timeout_s,
                     max_attempts=job.max_attempts,
                     retry_backoff_s=job.retry_backoff_s,
+                    debounce_s=job.debounce_s,
+                    debounce_max_s=job.debounce_max_s,
                     error=error,
                 )
             )

@@ -121,7 +121,7 @@ async def create_job(
             conn,
             job_id,
             spec.paused,
-            actor=f"key:{caller.name}",
+            actor=caller.name,
             interval_s=0.0,
             now=datetime.now(UTC),
         )
@@ -165,7 +165,7 @@ async def patch_job(
             conn,
             job_id,
             spec.paused,
-            actor=f"key:{caller.name}",
+            actor=caller.name,
             interval_s=interval,
             now=datetime.now(UTC),
         )

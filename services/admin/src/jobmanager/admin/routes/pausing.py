@@ -28,7 +28,7 @@ async def _set(db: DB, publisher: Pub, caller: Principal, job_id: int, paused: b
         async with audited(db, caller, action, f"job:{job_id}") as conn:
             interval = (await settings.load(conn, "queue", settings.QueueSettings)).interval_s
             outbox = await job_store.set_paused(
-                conn, job_id, paused, actor=f"key:{caller.name}", interval_s=interval, now=now
+                conn, job_id, paused, actor=caller.name, interval_s=interval, now=now
             )
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from None
