@@ -51,6 +51,21 @@ def topology_names(topology: Topology = TOPOLOGY) -> list[str]:
     return [*channel.names, topology.events_exchange]
 
 
+def test_each_expression_matches_exactly_its_grants() -> None:
+    everything = [*topology_names(), DEFAULT_EXCHANGE, "amq.gen-x1", "jobmanager.delay.due.q"]
+    by_role = permissions.grants(TOPOLOGY)
+    for p in permissions.permissions(TOPOLOGY):
+        g = by_role[p.role]
+        for expression, granted in (
+            (p.configure, g.configure),
+            (p.write, g.write),
+            (p.read, g.read),
+        ):
+            matched = {n for n in everything if allows(expression, n)}
+            expected = set(granted) | ({"amq.gen-x1"} if g.server_named else set())
+            assert matched == expected, (p.role, expression)
+
+
 def test_every_expression_is_anchored() -> None:
     for p in permissions.permissions(TOPOLOGY):
         for expression in (p.configure, p.write, p.read):
@@ -204,3 +219,19 @@ def test_the_command_prints_them_for_the_namespace_given() -> None:
 
 def test_every_role_has_a_purpose() -> None:
     assert set(permissions.PURPOSE) == set(ROLES)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [],
+        ["a"],
+        ["a", "a.b", "a.b.c", "a.c"],
+        ["x.1.q", "x.2.q", "x.2", "x.3"],
+        ["odd(name)", "star*", "dot.", ".lead", "plus+one"],
+    ],
+)
+def test_a_pattern_matches_exactly_its_names(names: list[str]) -> None:
+    expression = permissions.pattern(names)
+    universe = [*names, "a.b.d", "ab", "a.bc", "x.1", "x.3.q", "x", "oddname", "sta", "dot"]
+    assert {n for n in universe if allows(expression, n)} == set(names)

@@ -171,13 +171,51 @@ def grants(topology: Topology) -> dict[str, Grants]:
     }
 
 
-def _escape(name: str) -> str:
-    return "".join(f"\\{c}" if c in _META else c for c in name)
+def _escape(segment: str) -> str:
+    return "".join(f"\\{c}" if c in _META else c for c in segment)
+
+
+@dataclass
+class _Node:
+    """Names as a tree of their dot-separated segments."""
+
+    children: dict[str, _Node] = field(default_factory=dict)
+    end: bool = False
+
+
+def _alternatives(node: _Node) -> list[str]:
+    """The expressions of the segments below `node`; segments whose continuations are the
+    same share one (the delay levels: `(04|05|…)(\\.q)?`)."""
+    by_rest: dict[str, list[str]] = {}
+    for segment, child in node.children.items():
+        by_rest.setdefault(_continuation(child), []).append(_escape(segment))
+    found: list[str] = []
+    for rest, segments in by_rest.items():
+        if not rest or len(segments) == 1:
+            found += [segment + rest for segment in segments]
+        else:
+            found.append(f"({'|'.join(sorted(segments))}){rest}")
+    return sorted(found)
+
+
+def _continuation(node: _Node) -> str:
+    alternatives = _alternatives(node)
+    if not alternatives:
+        return ""
+    below = alternatives[0] if len(alternatives) == 1 else f"({'|'.join(alternatives)})"
+    return f"(\\.{below})?" if node.end else f"\\.{below}"
 
 
 def pattern(names: Iterable[str], *, server_named: bool = False) -> str:
-    """An anchored expression matching exactly `names` (and server-named queues)."""
-    alternatives = [_escape(n) for n in sorted(set(names))]
+    """An anchored expression matching exactly `names` (and server-named queues), written
+    as a tree of their segments so that people can read it."""
+    root = _Node()
+    for name in set(names):
+        node = root
+        for segment in name.split("."):
+            node = node.children.setdefault(segment, _Node())
+        node.end = True
+    alternatives = _alternatives(root)
     if server_named:
         alternatives.append(SERVER_NAMED)
     if not alternatives:
