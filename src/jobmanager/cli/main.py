@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from jobmanager.cli.broker import broker_permissions
 from jobmanager.core.runtime import Unavailable
 
 app = typer.Typer(
@@ -222,6 +223,9 @@ def config_reference(output: OutputFile = None) -> None:
     from jobmanager.cli.reference import render
 
     _emit(render(), output)
+
+
+app.command("broker-permissions")(broker_permissions)
 
 
 def main() -> None:
