@@ -113,9 +113,11 @@ class Admin:
             done = await ledger.record(conn, [], [outcome], interval_s=0.0, now=now)
         return done.outbox.requests
 
-    async def run_to_end(self, result: int, feedback: str = "", lane: str | None = None) -> int:
+    async def run_to_end(
+        self, result: int, feedback: str = "", lane: str | None = None, job: str = "job"
+    ) -> int:
         """A run that ended Succeeded (3) or Failed (2); returns its id."""
-        [request] = await self.runs(lane)
+        [request] = await self.runs(lane, job=job)
         sent = await self.dispatch(request)
         await self.finish(sent, result, feedback)
         return sent.run_id

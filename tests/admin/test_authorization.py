@@ -196,6 +196,10 @@ async def a_key(admin: Admin) -> Call:
     return Call({"key_id": await _key_id(admin)})
 
 
+async def bulk_dry_run(_: Admin) -> Call:
+    return Call(json={"dry_run": True})
+
+
 async def console_asset(_: Admin) -> Call:
     return Call({"name": "js/api.js"})
 
@@ -227,6 +231,10 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", f"{API}/failed/cleanup"): nothing,
     ("PUT", f"{API}/failed/cleanup"): cleanup_settings,
     ("POST", f"{API}/failed/{{run_id}}/execute"): failed_run,
+    ("POST", f"{API}/failed/execute"): bulk_dry_run,
+    ("DELETE", f"{API}/failed"): bulk_dry_run,
+    ("DELETE", f"{API}/executed"): bulk_dry_run,
+    ("POST", f"{API}/queue/remove"): bulk_dry_run,
     ("GET", f"{API}/settings/queue"): nothing,
     ("PUT", f"{API}/settings/queue"): queue_settings,
     ("GET", f"{API}/events"): nothing,
@@ -296,6 +304,8 @@ OPERATOR_ACTIONS = {
     ("DELETE", f"{API}/queue/{{run_id}}"),
     ("POST", f"{API}/queue/{{run_id}}/execute-now"),
     ("POST", f"{API}/failed/{{run_id}}/execute"),
+    ("POST", f"{API}/failed/execute"),  # SPEC §13: bulk, the roles of the single actions
+    ("POST", f"{API}/queue/remove"),
     ("POST", f"{API}/jobs/{{job_id}}/pause"),  # SPEC §12
     ("POST", f"{API}/jobs/{{job_id}}/resume"),
 }

@@ -113,12 +113,16 @@ async def expire_events(
     return result.rowcount
 
 
+async def delete_finished_runs(conn: AsyncConnection, run_ids: list[int], table: TableName) -> int:
+    """Delete rows of the Executed or Failed table by hand; how many (runs in another state
+    are left alone)."""
+    result = await conn.execute(delete(runs).where(runs.c.id.in_(run_ids), _in_table(table)))
+    return int(result.rowcount)
+
+
 async def delete_finished_run(conn: AsyncConnection, *, run_id: int, table: TableName) -> None:
     """Delete one row of the Executed or Failed table by hand (RunNotFound, Conflict)."""
-    deleted = await conn.scalar(
-        delete(runs).where(runs.c.id == run_id, _in_table(table)).returning(runs.c.id)
-    )
-    if deleted is not None:
+    if await delete_finished_runs(conn, [run_id], table):
         return
     state = await conn.scalar(select(runs.c.state).where(runs.c.id == run_id))
     if state is None:

@@ -143,9 +143,9 @@ _RECORD = _call(
 _GATE = _call("ledger_gate(CAST(:requests AS jsonb), :now, :interval_s)")
 _PAUSE = _call("ledger_pause(:job_id, :reason, :now, :interval_s)")
 _RESUME = _call("ledger_resume(:job_id, :now, :interval_s)")
-_REMOVE = _call("ledger_remove(:run_id, :now, :interval_s)")
+_REMOVE = _call("ledger_remove(CAST(:ids AS bigint[]), :now, :interval_s)")
 _EXECUTE_NOW = _call("ledger_execute_now(:run_id, :now)")
-_EXECUTE_FAILED = _call("ledger_execute_failed(:run_id, :now)")
+_EXECUTE_FAILED = _call("ledger_execute_failed(CAST(:ids AS bigint[]), :now)")
 _APPLY_INTERVAL = _call("ledger_apply_interval(:interval_s, :now)")
 _CHECK_LANES = _call("ledger_check_lanes(:now, :interval_s, :grace_s, :limit)")
 _REAP = _call(
@@ -163,9 +163,11 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=_timestamp)
 
 
-def _collect(rows: Iterable[Row[Any]], now: datetime, inputs: int = 0) -> Changes:
-    """Sort the rows a ledger function returned into a `Changes`; raise for a refused
-    operator action."""
+def _collect(
+    rows: Iterable[Row[Any]], now: datetime, inputs: int = 0, refused: dict[int, str] | None = None
+) -> Changes:
+    """Sort the rows a ledger function returned into a `Changes`. A refused operator action
+    raises, unless `refused` collects the refusals (by the input's index)."""
     done = Changes(recorded=[False] * inputs)
     outbox = done.outbox
     for row in rows:
@@ -187,6 +189,8 @@ def _collect(rows: Iterable[Row[Any]], now: datetime, inputs: int = 0) -> Change
                     at=now,
                 )
             )
+        elif row.kind in ("missing", "conflict") and refused is not None:
+            refused[row.item] = row.note
         elif row.kind == "missing":
             raise (JobNotFound if row.note.startswith("job ") else RunNotFound)(row.note)
         elif row.kind == "conflict":
@@ -320,9 +324,42 @@ async def resume(conn: AsyncConnection, job_id: int, *, interval_s: float, now: 
     return _collect(await conn.execute(_RESUME, params), now).outbox
 
 
+@dataclass
+class Acted:
+    """What an operator action on many runs did: its outbox, and why each run it could not
+    act on was refused (by run id)."""
+
+    outbox: Outbox
+    refused: dict[int, str]
+
+
+async def _act(
+    conn: AsyncConnection, statement: TextualSelect, run_ids: Sequence[int], **params: Any
+) -> Acted:
+    ids = list(run_ids)
+    refused: dict[int, str] = {}
+    rows = await conn.execute(statement, {"ids": ids, **params})
+    outbox = _collect(rows, params["now"], refused=refused).outbox
+    return Acted(outbox, {ids[item]: why for item, why in refused.items()})
+
+
+async def remove_runs(
+    conn: AsyncConnection, run_ids: Sequence[int], *, interval_s: float, now: datetime
+) -> Acted:
+    """Remove queued runs (`ledger_remove`); the others are refused."""
+    return await _act(conn, _REMOVE, run_ids, now=now, interval_s=interval_s)
+
+
+async def execute_failed_runs(
+    conn: AsyncConnection, run_ids: Sequence[int], *, now: datetime
+) -> Acted:
+    """Execute failed runs again (`ledger_execute_failed`); the others are refused."""
+    return await _act(conn, _EXECUTE_FAILED, run_ids, now=now)
+
+
 async def remove(conn: AsyncConnection, run_id: int, *, interval_s: float, now: datetime) -> Outbox:
-    """Remove a queued run (`ledger_remove`); RunNotFound or Conflict if it cannot be."""
-    params = {"run_id": run_id, "now": now, "interval_s": interval_s}
+    """Remove one queued run; RunNotFound or Conflict if it cannot be."""
+    params = {"ids": [run_id], "now": now, "interval_s": interval_s}
     return _collect(await conn.execute(_REMOVE, params), now).outbox
 
 
@@ -332,8 +369,8 @@ async def execute_now(conn: AsyncConnection, run_id: int, *, now: datetime) -> O
 
 
 async def execute_failed(conn: AsyncConnection, run_id: int, *, now: datetime) -> Outbox:
-    """Execute a failed run again (`ledger_execute_failed`); RunNotFound or Conflict."""
-    rows = await conn.execute(_EXECUTE_FAILED, {"run_id": run_id, "now": now})
+    """Execute one failed run again; RunNotFound or Conflict."""
+    rows = await conn.execute(_EXECUTE_FAILED, {"ids": [run_id], "now": now})
     return _collect(rows, now).outbox
 
 

@@ -47,38 +47,37 @@ LANGUAGE sql AS $$
     RETURNING *
 $$;
 
--- Lock an operator action's run and its lane, lane first (a run's lane never changes, so it
--- is read before the run is locked); the run's row, or none.
-CREATE FUNCTION ledger_lock_run(run_id_ bigint) RETURNS SETOF runs
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM 1 FROM ledger_lock_lanes(ARRAY(SELECT r.lane FROM runs AS r WHERE r.id = run_id_));
-    RETURN QUERY SELECT r.* FROM runs AS r WHERE r.id = run_id_ FOR UPDATE;
-END
+-- Why an operator action on a run is refused (`r` null: there is no run `run_id_`), or null
+-- when it may go ahead: the run must be in the `wanted` state.
+CREATE FUNCTION ledger_refusal(r runs, run_id_ bigint, wanted text, action text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN r.id IS NULL THEN format('run %s does not exist', run_id_)
+        WHEN r.state = wanted THEN NULL
+        WHEN wanted <> 'queued' THEN
+            format('run %s is %s: only a %s run can be %s', r.id, r.state, wanted, action)
+        WHEN r.state IN ('dispatched', 'running') THEN
+            format('run %s is already %s on an executor and cannot be %s; '
+                   'it will end in Executed or Failed', r.id, r.state, action)
+        ELSE format('run %s is %s, not queued, and cannot be %s', r.id, r.state, action)
+    END
 $$;
 
--- Lock an operator action's run (and its lane) and refuse the action unless the run is in
--- the `wanted` state: a `missing` or `conflict` row saying why, or no row at all.
-CREATE FUNCTION ledger_refused(run_id_ bigint, wanted text, action text)
+-- Lock operator actions' runs and their lanes (lanes first, each in the lock order) and
+-- refuse the action for each run that is not in the `wanted` state: a `missing` or
+-- `conflict` row with its index among `ids` as `item` and the reason as `note`.
+CREATE FUNCTION ledger_refused(ids bigint[], wanted text, action text)
 RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE plpgsql AS $$
-DECLARE
-    r runs;
 BEGIN
-    SELECT * INTO r FROM ledger_lock_run(run_id_);
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT 'missing'::text, NULL::int, NULL::runs, NULL::jsonb,
-                            format('run %s does not exist', run_id_);
-    ELSIF r.state <> wanted THEN
-        RETURN QUERY SELECT 'conflict'::text, NULL::int, r, NULL::jsonb, CASE
-            WHEN wanted <> 'queued' THEN
-                format('run %s is %s: only a %s run can be %s', r.id, r.state, wanted, action)
-            WHEN r.state IN ('dispatched', 'running') THEN
-                format('run %s is already %s on an executor and cannot be %s; '
-                       'it will end in Executed or Failed', r.id, r.state, action)
-            ELSE format('run %s is %s, not queued, and cannot be %s', r.id, r.state, action)
-        END;
-    END IF;
+    PERFORM 1 FROM ledger_lock_lanes(ARRAY(SELECT r.lane FROM runs AS r WHERE r.id = ANY(ids)));
+    PERFORM 1 FROM runs AS r WHERE r.id = ANY(ids) ORDER BY r.id FOR UPDATE;
+    RETURN QUERY
+    SELECT CASE WHEN r.id IS NULL THEN 'missing' ELSE 'conflict' END, (u.k - 1)::int, r,
+           NULL::jsonb, ledger_refusal(r, u.id, wanted, action)
+    FROM unnest(ids) WITH ORDINALITY AS u(id, k)
+    LEFT JOIN runs AS r ON r.id = u.id
+    WHERE ledger_refusal(r, u.id, wanted, action) IS NOT NULL;
 END
 $$;
 
@@ -847,28 +846,27 @@ BEGIN
 END
 $$;
 
--- Remove (the Queue's Remove): a queued run will never execute; its lane moves on. A
--- dispatched or running run cannot be removed.
-CREATE FUNCTION ledger_remove(run_id_ bigint, now_ timestamptz, interval_s double precision)
+-- Remove (the Queue's Remove, for one run or many): queued runs will never execute; lanes
+-- whose head was removed move on. A dispatched or running run cannot be removed.
+CREATE FUNCTION ledger_remove(ids bigint[], now_ timestamptz, interval_s double precision)
 RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    r runs;
+    heads text[];
 BEGIN
-    RETURN QUERY SELECT * FROM ledger_refused(run_id_, 'queued', 'removed');
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    SELECT * INTO r FROM runs WHERE runs.id = run_id_;
+    RETURN QUERY SELECT * FROM ledger_refused(ids, 'queued', 'removed');
+    SELECT array_agg(l.name) INTO heads
+    FROM lanes AS l JOIN runs AS r ON r.id = l.head_run_id
+    WHERE r.id = ANY(ids) AND r.state = 'queued';
     RETURN QUERY
     WITH gone AS (
         UPDATE runs SET state = 'removed', finished_at = now_, token = runs.token + 1
-        WHERE runs.id = run_id_
+        WHERE runs.id = ANY(ids) AND runs.state = 'queued'
         RETURNING runs.*
     )
     SELECT 'notice'::text, NULL::int, g::runs, NULL::jsonb, NULL::text FROM gone AS g;
-    IF EXISTS (SELECT 1 FROM lanes AS l WHERE l.name = r.lane AND l.head_run_id = run_id_) THEN
-        RETURN QUERY SELECT * FROM ledger_advance(ARRAY[r.lane], now_, interval_s, false);
+    IF heads IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_advance(heads, now_, interval_s, false);
     END IF;
 END
 $$;
@@ -882,7 +880,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r runs;
 BEGIN
-    RETURN QUERY SELECT * FROM ledger_refused(run_id_, 'queued', 'executed now');
+    RETURN QUERY SELECT * FROM ledger_refused(ARRAY[run_id_], 'queued', 'executed now');
     IF FOUND THEN
         RETURN;
     END IF;
@@ -898,30 +896,41 @@ BEGIN
 END
 $$;
 
--- Execute (the Failed page's button): a failed run is queued again as a new attempt, run
--- next, with exactly that one attempt (no automatic retries of a manual re-execution).
--- Earlier attempts and their Feedback stay in its history.
-CREATE FUNCTION ledger_execute_failed(run_id_ bigint, now_ timestamptz)
+-- Execute (the Failed page's button, for one run or many): failed runs are queued again as
+-- a new attempt each, run next, with exactly that one attempt (no automatic retries of a
+-- manual re-execution). In each lane the lowest of them takes the head (unless the lane
+-- has an active run: then they are its next runs); earlier attempts and their Feedback stay
+-- in their history.
+CREATE FUNCTION ledger_execute_failed(ids bigint[], now_ timestamptz)
 RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    r runs;
+    again bigint[];
+    h record;
 BEGIN
-    RETURN QUERY SELECT * FROM ledger_refused(run_id_, 'failed', 'executed again');
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    SELECT * INTO r FROM runs WHERE runs.id = run_id_;
-    RETURN QUERY
-    WITH again AS (
+    RETURN QUERY SELECT * FROM ledger_refused(ids, 'failed', 'executed again');
+    WITH queued AS (
         UPDATE runs SET state = 'queued', attempt = runs.attempt + 1,
                         max_attempts = runs.attempt + 1, execute_now_at = now_,
                         finished_at = NULL, dispatched_at = NULL
-        WHERE runs.id = run_id_
-        RETURNING runs.*
+        WHERE runs.id = ANY(ids) AND runs.state = 'failed'
+        RETURNING runs.id
     )
-    SELECT 'notice'::text, NULL::int, a::runs, NULL::jsonb, NULL::text FROM again AS a;
-    RETURN QUERY SELECT * FROM ledger_take_head(r.lane, run_id_, now_);
+    SELECT array_agg(q.id) INTO again FROM queued AS q;
+    IF again IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT 'notice'::text, NULL::int, r::runs, NULL::jsonb, NULL::text
+                 FROM runs AS r WHERE r.id = ANY(again) ORDER BY r.id;
+    FOR h IN
+        SELECT min(r.id) AS id, r.lane FROM runs AS r
+        WHERE r.id = ANY(again) AND r.lane IS NOT NULL GROUP BY r.lane
+        UNION ALL
+        SELECT r.id, NULL FROM runs AS r WHERE r.id = ANY(again) AND r.lane IS NULL
+        ORDER BY 1
+    LOOP
+        RETURN QUERY SELECT * FROM ledger_take_head(h.lane, h.id, now_);
+    END LOOP;
 END
 $$;
 

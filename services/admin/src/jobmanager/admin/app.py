@@ -18,6 +18,7 @@ from jobmanager.admin import console, problems
 from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.metrics import Metrics
 from jobmanager.admin.routes import (
+    bulk,
     finished,
     health,
     jobs,
@@ -97,7 +98,7 @@ def create_app(config: AdminSettings) -> FastAPI:
     problems.document(app)
     metrics.install(app)
     app.include_router(health.router)
-    for module in (jobs, pausing, queue, finished, settings, overview, keys, whoami):
+    for module in (jobs, pausing, queue, finished, bulk, settings, overview, keys, whoami):
         app.include_router(module.router)
     app.include_router(console.router)
     return app

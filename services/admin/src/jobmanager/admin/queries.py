@@ -108,12 +108,46 @@ async def list_runs(
     cursor: str | None,
 ) -> Page[RunOut]:
     """One page of the Queue (by enqueue order) or the Executed / Failed table (by finish)."""
-    query: Select[Any] = select(runs)
-    order: list[ColumnElement[Any]]
+    query, key, kinds = _filtered(select(runs), table, filters)
+    if cursor is not None:
+        after = decode_cursor(cursor, kinds)
+        query = query.where(tuple_(*key) < tuple_(*after) if len(key) > 1 else key[0] < after[0])
+    order = [column.desc() for column in key]
+    rows = (await conn.execute(query.order_by(*order).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = encode_cursor([getattr(last, column.name) for column in key])
+    return Page(items=[run_out(r) for r in rows], next_cursor=next_cursor)
+
+
+async def matching_ids(
+    conn: AsyncConnection,
+    table: RunTable,
+    filters: RunFilters,
+    *,
+    run_ids: list[int] | None,
+    limit: int,
+) -> tuple[list[int], bool]:
+    """The ids of the table's runs that match the filters (and are among `run_ids`, when
+    given), oldest first, at most `limit`; and whether more match."""
+    query, key, _ = _filtered(select(runs.c.id), table, filters)
+    if run_ids is not None:
+        query = query.where(runs.c.id.in_(run_ids))
+    ids = list((await conn.scalars(query.order_by(*key).limit(limit + 1))).all())
+    return ids[:limit], len(ids) > limit
+
+
+def _filtered(
+    query: Select[Any], table: RunTable, filters: RunFilters
+) -> tuple[Select[Any], list[ColumnElement[Any]], list[type]]:
+    """A table's rows that match the filters: the query, its order key and the key's types."""
     if table == "queue":
         states = [filters.state] if filters.state else list(QUEUE_STATES)
         query = query.where(runs.c.state.in_(states))
-        key = [runs.c.id]
+        key: list[ColumnElement[Any]] = [runs.c.id]
         kinds: list[type] = [int]
         when = runs.c.enqueued_at
     else:
@@ -137,18 +171,7 @@ async def list_runs(
                 runs.c.feedback.ilike(pattern, escape="\\"),
             )
         )
-    if cursor is not None:
-        after = decode_cursor(cursor, kinds)
-        query = query.where(tuple_(*key) < tuple_(*after) if len(key) > 1 else key[0] < after[0])
-    order = [column.desc() for column in key]
-    rows = (await conn.execute(query.order_by(*order).limit(limit + 1))).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor([getattr(last, column.name) for column in key])
-    return Page(items=[run_out(r) for r in rows], next_cursor=next_cursor)
+    return query, key, kinds
 
 
 # The events a debounced run absorbed: those of the runs it superseded, and of theirs.
