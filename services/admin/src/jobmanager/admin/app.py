@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from jobmanager.admin import console, problems
+from jobmanager.admin import apidocs, console, problems
 from jobmanager.admin.access import AccessLog
 from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.limits import RequestLimits
@@ -95,6 +95,8 @@ def create_app(config: AdminSettings) -> FastAPI:
     metrics.install(app)
     if config.admin_access_log:
         app.add_middleware(AccessLog)
+    # Before health's router: its `/docs` (Swagger UI from a CDN) is replaced by this one.
+    app.include_router(apidocs.router)
     app.include_router(health.router)
     for module in (jobs, queue, finished, settings, overview, keys, whoami):
         app.include_router(module.router)
