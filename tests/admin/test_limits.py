@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -136,6 +137,9 @@ async def test_a_chunked_body_over_the_limit_is_413_from_a_real_server(
         response = await client.post(f"{server.url}{API}/jobs", content=body, headers=headers)
         assert response.status_code == 413, response.text
         assert "larger than 65536 bytes" in response.json()["detail"]
+        async with asyncio.timeout(15):  # the broker connects in the background
+            while (await client.get(f"{server.url}/readyz")).status_code != 200:
+                await asyncio.sleep(0.1)
         small = await client.put(
             f"{server.url}{API}/settings/queue", json={"interval_s": 0}, headers=headers
         )
