@@ -204,12 +204,17 @@ async def console_asset(_: Admin) -> Call:
     return Call({"name": "js/api.js"})
 
 
+async def docs_asset(_: Admin) -> Call:
+    return Call({"name": "swagger-ui.css"})
+
+
 SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", "/healthz"): nothing,
     ("GET", "/readyz"): nothing,
     ("GET", "/metrics"): nothing,
     ("GET", "/openapi.json"): nothing,
     ("GET", "/docs"): nothing,
+    ("GET", "/docs/assets/{name}"): docs_asset,
     ("GET", f"{API}/jobs"): nothing,
     ("POST", f"{API}/jobs"): new_job,
     ("GET", f"{API}/jobs/{{job_id}}"): a_job,

@@ -31,7 +31,7 @@ def _fail(message: str) -> None:
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
-    except Unavailable as exc:
+    except (Unavailable, ValueError) as exc:  # a service that does not answer; refused input
         _fail(str(exc))
 
 

@@ -1,11 +1,13 @@
 """The job model: the shape of a job in the admin API and in ``apply`` files.
 
 Validation happens here, once, so that everything downstream (the matcher's index, the renderer)
-can trust a JobSpec: condition values fit their operator, regexes compile, templates compile.
+can trust a JobSpec: condition values fit their operator and stay within their caps
+(`MAX_VALUE_CHARS`, `MAX_VALUE_ITEMS`, `MAX_VALUE_BYTES`), regexes compile, templates compile.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -18,11 +20,15 @@ from jobmanager.jobs.templating import compile_template
 __all__ = [
     "DEFAULT_COMMAND_TEMPLATE",
     "DEFAULT_LANE",
+    "MAX_VALUE_BYTES",
+    "MAX_VALUE_CHARS",
+    "MAX_VALUE_ITEMS",
     "Condition",
     "JobSpec",
     "Op",
     "PlannedRun",
     "Trigger",
+    "json_problem",
 ]
 
 Op = Literal[
@@ -50,19 +56,77 @@ _STRING_OPS = frozenset({"startswith", "endswith", "glob", "regex"})
 _ORDER_OPS = frozenset({"gt", "gte", "lt", "lte"})
 
 
-def _json_problem(value: Any) -> str | None:
-    """Why ``value`` is not a plain JSON value (None if it is one)."""
-    if value is None or isinstance(value, bool | int | str):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "numbers must be finite"
-    if isinstance(value, list):
-        return next((p for p in map(_json_problem, value) if p), None)
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            return "object keys must be strings"
-        return next((p for p in map(_json_problem, value.values()) if p), None)
-    return f"{type(value).__name__} is not a JSON value"
+# Caps on a condition's value. A condition compares one field of an event (an id, a name, an
+# origin: tens of characters) with a literal or a short list of them; the matcher holds every
+# value in memory and runs every condition of a candidate job on every event, and RE2 compiles
+# (and caches) every pattern. 1,000 characters is far beyond any real field or pattern, and
+# 1,000 items beyond any hand-kept list of channels; a bigger list belongs in a lane or a
+# script, not in a trigger. The whole value stays under 64 KiB of JSON, and values nest at
+# most as deep as events may (64 levels).
+MAX_VALUE_CHARS = 1_000
+MAX_VALUE_ITEMS = 1_000
+MAX_VALUE_BYTES = 64 * 1024
+MAX_DEPTH = 64
+
+
+def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why ``value`` is not plain JSON that Postgres stores and gives back unchanged (None if
+    it is): only JSON types, finite numbers, string keys, no NUL character and no unpaired
+    surrogate in any string, at most ``max_depth`` levels of nesting. Walks iteratively, so
+    no nesting can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > max_depth:
+            return f"nested deeper than {max_depth} levels"
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return "numbers must be finite"
+        elif isinstance(item, str):
+            if (problem := _text_problem(item)) is not None:
+                return problem
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+        elif isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return "object keys must be strings"
+            stack.extend((k, level + 1) for k in item)
+            stack.extend((v, level + 1) for v in item.values())
+        else:
+            return f"{type(item).__name__} is not a JSON value"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a string contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string is not valid Unicode (an unpaired surrogate)"
+    return None
+
+
+def _size_problem(value: Any) -> str | None:
+    """Why ``value`` (plain JSON) is over the caps on a condition's value (None if it is not)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and len(item) > MAX_VALUE_CHARS:
+            return f"a string of {len(item)} characters (at most {MAX_VALUE_CHARS})"
+        if isinstance(item, list | dict) and len(item) > MAX_VALUE_ITEMS:
+            return f"{len(item)} items (at most {MAX_VALUE_ITEMS})"
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_VALUE_BYTES:
+        return f"{size} bytes of JSON (at most {MAX_VALUE_BYTES})"
+    return None
 
 
 def _is_number(value: Any) -> bool:
@@ -88,7 +152,7 @@ class Condition(BaseModel):
     @model_validator(mode="after")
     def _value_fits_op(self) -> Condition:
         op, value = self.op, self.value
-        problem = _json_problem(value)
+        problem = json_problem(value) or _size_problem(value)
         if problem:
             raise ValueError(f"value of a {op} condition: {problem}")
         if op in ("exists", "not_exists"):

@@ -223,12 +223,13 @@ class Lane(Base):
 
 
 class ApiKey(Base):
-    """An admin API key. Only a hash of the key is stored; `prefix` identifies it to people."""
+    """An admin API key. Only a hash of the key is stored; `prefix` identifies it to people.
+    The name is unique (revoked keys included), so that an audit record's actor names one key."""
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
-    name: Mapped[str] = mapped_column(String(NAME))
+    name: Mapped[str] = mapped_column(String(NAME), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))

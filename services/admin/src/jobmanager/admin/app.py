@@ -2,6 +2,9 @@
 
 Background tasks: connecting to the broker (the API serves reads without it), refreshing the
 metrics' table counts, and the periodic Auto Cleanup.
+
+Around the routes, outermost first: the access log, the metrics, the request limits (path
+digits, body size). What a client may send and how each limit is proven: docs/SECURITY.md.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from jobmanager.admin import console, problems
+from jobmanager.admin import apidocs, console, problems
+from jobmanager.admin.access import AccessLog
 from jobmanager.admin.config import AdminSettings
+from jobmanager.admin.limits import RequestLimits
 from jobmanager.admin.metrics import Metrics
 from jobmanager.admin.routes import (
     bulk,
@@ -96,7 +101,13 @@ def create_app(config: AdminSettings) -> FastAPI:
     app.state.metrics_refresh = count
     problems.install(app)
     problems.document(app)
+    # add_middleware wraps what was added before: the last one added runs first.
+    app.add_middleware(RequestLimits, max_body_bytes=config.admin_max_body_bytes)
     metrics.install(app)
+    if config.admin_access_log:
+        app.add_middleware(AccessLog)
+    # Before health's router: its `/docs` (Swagger UI from a CDN) is replaced by this one.
+    app.include_router(apidocs.router)
     app.include_router(health.router)
     for module in (jobs, pausing, queue, finished, bulk, settings, overview, keys, whoami):
         app.include_router(module.router)

@@ -1,31 +1,44 @@
 """API keys and roles.
 
 Keys are random (256 bits) and stored only as a SHA-256 hash: with that much entropy a slow
-password hash adds nothing. Roles are ordered: viewer (read) < operator (remove, execute now,
-execute) < admin (jobs, settings, cleanup, deletes, keys). Every route declares the role it
-needs with `requires(...)`; the authorization test reads those declarations from the app.
+password hash adds nothing. A key's name is unique, so that the audit log's actor names one
+key. Roles are ordered: viewer (read) < operator (remove, execute now, execute) < admin (jobs,
+settings, cleanup, deletes, keys). Every route declares the role it needs with
+`requires(...)`; the authorization test reads those declarations from the app.
+
+The key and the role are checked by the route itself (`RoleRoute`) before anything else,
+its body included: a request without a valid key is refused before a byte of its body is
+read, and a refused call that would change something is audited.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Table, insert, select, update
+from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobmanager.admin import audit
+from jobmanager.admin.limits import StrictJSONRequest
+from jobmanager.admin.problems import ResourceConflict
 from jobmanager.admin.schemas import Problem
 from jobmanager.store.models import ApiKey
+
+log = logging.getLogger(__name__)
 
 Role = Literal["public", "viewer", "operator", "admin"]
 RANK: dict[str, int] = {"public": 0, "viewer": 1, "operator": 2, "admin": 3}
@@ -44,6 +57,14 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "public")
+UNKNOWN_KEY = Principal("unknown key", "public")
+# Where a request's caller is kept (the access log reads it too).
+CALLER = "jobmanager.caller"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class KeyNameTaken(ResourceConflict, ValueError):
+    """Another key has this name already."""
 
 
 def hash_key(key: str) -> str:
@@ -55,11 +76,16 @@ async def create_key(conn: AsyncConnection, *, name: str, role: str) -> tuple[in
     if role not in ("viewer", "operator", "admin"):
         raise ValueError(f"unknown role {role!r} (viewer, operator or admin)")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
+    # ON CONFLICT rather than an IntegrityError: the caller's transaction (with its audit
+    # row) stays usable, and the refusal is recorded.
     key_id = await conn.scalar(
         insert(api_keys)
         .values(name=name, prefix=key[:10], key_hash=hash_key(key), role=role)
+        .on_conflict_do_nothing(index_elements=[api_keys.c.name])
         .returning(api_keys.c.id)
     )
+    if key_id is None:
+        raise KeyNameTaken(f"an API key named {name!r} exists already; choose another name")
     return int(key_id), key
 
 
@@ -80,7 +106,8 @@ async def _lookup(conn: AsyncConnection, key: str, now: datetime) -> Principal |
 
 
 class RoleGuard:
-    """The dependency that authenticates the caller and checks the route's role."""
+    """The dependency that gives a route its caller and declares the route's role. The
+    check itself ran before the body was read (`admit`, called by `RoleRoute`)."""
 
     def __init__(self, role: Role) -> None:
         self.role = role
@@ -88,24 +115,69 @@ class RoleGuard:
     async def __call__(
         self,
         request: Request,
+        # Not read here (`admit` reads the header): it documents the scheme in OpenAPI.
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(
-                401,
-                "an API key is required: Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
+        caller = request.scope.get(CALLER)
+        if isinstance(caller, Principal) and RANK[caller.role] >= RANK[self.role]:
+            return caller
+        # A route that is not a RoleRoute: the same check, after its body was read.
+        route = getattr(request.scope.get("route"), "path_format", request.url.path)
+        return await admit(request, self.role, route=route)
+
+
+async def admit(request: Request, role: str, *, route: str) -> Principal:
+    """Authenticate the caller and check `role`: 401 without a valid key, 403 for a role
+    that ranks lower. A refused call with a method that may change something is audited
+    (actor if known, route, outcome `denied`)."""
+    caller, refusal = await _check(request, role)
+    request.scope[CALLER] = caller
+    if refusal is None:
+        return caller
+    if request.method not in SAFE_METHODS:
+        await _audit_refusal(request, caller, route, refusal)
+    raise refusal
+
+
+async def _check(request: Request, role: str) -> tuple[Principal, HTTPException | None]:
+    scheme, key = get_authorization_scheme_param(request.headers.get("Authorization"))
+    if not key or scheme.lower() != "bearer":
+        return ANONYMOUS, HTTPException(
+            401,
+            "an API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = await authenticate(request, key)
+    if principal is None:
+        return UNKNOWN_KEY, HTTPException(
+            401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if RANK[principal.role] < RANK[role]:
+        return principal, HTTPException(
+            403, f"this needs the {role} role; the key has the {principal.role} role"
+        )
+    return principal, None
+
+
+async def _audit_refusal(
+    request: Request, caller: Principal, route: str, refusal: HTTPException
+) -> None:
+    # The refusal stands whether or not it can be recorded: a database that cannot take
+    # the row must not turn a 401 into something else.
+    try:
+        async with request.app.state.db.begin() as conn:
+            await audit.record(
+                conn,
+                actor=caller,
+                action=f"{request.method} {route}"[:100],
+                target=request.url.path.replace("\x00", "\ufffd"),
+                outcome="denied",
+                detail={"status": refusal.status_code, "reason": str(refusal.detail)},
             )
-        principal = await authenticate(request, credentials.credentials)
-        if principal is None:
-            raise HTTPException(
-                401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if RANK[principal.role] < RANK[self.role]:
-            raise HTTPException(
-                403, f"this needs the {self.role} role; the key has the {principal.role} role"
-            )
-        return principal
+    except Exception as exc:
+        log.warning(
+            "could not audit a refused %s %s (%s)", request.method, route, type(exc).__name__
+        )
 
 
 class PublicGuard(RoleGuard):
@@ -137,18 +209,32 @@ def _roles(dependant: Dependant) -> set[str]:
 
 
 class RoleRoute(APIRoute):
-    """A route that publishes the role it declares as `x-required-role` in the OpenAPI
-    document: API users see it, and the authorization test checks every route against it."""
+    """A route that checks the caller against the role it declares before anything else
+    (its body is read only then, as I-JSON), and publishes that role as `x-required-role`
+    in the OpenAPI document: API users see it, and the authorization test checks every
+    route against it."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        self.required_role: str | None = None
         super().__init__(path, endpoint, **kwargs)
         roles = _roles(self.dependant)
         if len(roles) > 1:
             raise TypeError(f"{path} declares several roles: {sorted(roles)}")
         if roles:
-            role = roles.pop()
+            role = self.required_role = roles.pop()
             self.openapi_extra = {**(self.openapi_extra or {}), "x-required-role": role}
             self.responses = {**_error_responses(self, role), **self.responses}
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def admitted(request: Request) -> Response:
+            request = StrictJSONRequest(request.scope, request.receive)
+            if self.required_role not in (None, "public"):
+                await admit(request, str(self.required_role), route=self.path_format)
+            return await handle(request)
+
+        return admitted
 
 
 def _problem_response(description: str) -> dict[str, Any]:

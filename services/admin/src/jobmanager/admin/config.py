@@ -17,6 +17,17 @@ class AdminSettings(DatabaseSettings):
     # Executors that reported within this window make up the catalogue of known scripts.
     executor_report_window_s: float = Field(default=3600.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
+    admin_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body the admin API reads, in bytes: a larger one is "
+        "refused with 413 while it is being read (also without a Content-Length).",
+    )
+    admin_access_log: bool = Field(
+        default=True,
+        description="One log line per request (method, path, status, duration, caller) in the "
+        "services' log format; health checks and scrapes are logged at DEBUG.",
+    )
 
     @field_validator("admin_token")
     @classmethod

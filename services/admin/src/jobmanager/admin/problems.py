@@ -27,6 +27,22 @@ log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
 
+class ResourceConflict(Exception):
+    """A request the current state of a resource refuses (409), such as a name taken."""
+
+
+class InvalidBody(StarletteHTTPException):
+    """Invalid input found while the body is read or parsed, where FastAPI lets only HTTP
+    exceptions through: a 422 (or 413) whose `errors` have the shape of every 422's."""
+
+    def __init__(
+        self, loc: tuple[str | int, ...], msg: str, kind: str = "json_invalid", status: int = 422
+    ) -> None:
+        where = ".".join(str(part) for part in loc)
+        super().__init__(status, f"{where}: {msg}" if where else msg)
+        self.errors = [{"loc": list(loc), "msg": msg, "type": kind}]
+
+
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
     body = {
         "type": "about:blank",
@@ -49,6 +65,13 @@ def invalid_model(loc: tuple[str | int, ...], exc: ValidationError) -> RequestVa
     return RequestValidationError(
         [{**error, "loc": (*loc, *error["loc"])} for error in exc.errors()]
     )
+
+
+def _message(error: Any) -> str:
+    """An error's message; FastAPI's "JSON decode error" with the decoder's reason."""
+    message = str(error.get("msg", ""))
+    reason = (error.get("ctx") or {}).get("error")
+    return f"{message}: {reason}" if error.get("type") == "json_invalid" and reason else message
 
 
 def _allowed(app: FastAPI, path: str) -> list[str]:
@@ -95,7 +118,8 @@ def install(app: FastAPI) -> None:
         if status == 400:
             # FastAPI's answer to a body it cannot parse: invalid input, as everywhere else.
             status, detail = 422, f"body: {detail.lower()} (it must be JSON)"
-        response = problem(status, detail)
+        extra = {"errors": exc.errors} if isinstance(exc, InvalidBody) else {}
+        response = problem(status, detail, **extra)
         response.headers.update(exc.headers or {})
         if status == 405:
             # Starlette names only the first route whose path matched; list them all.
@@ -107,7 +131,7 @@ def install(app: FastAPI) -> None:
         errors = [
             {
                 "loc": list(e.get("loc", ())),
-                "msg": str(e.get("msg", "")),
+                "msg": _message(e),
                 "type": str(e.get("type", "")),
             }
             for e in exc.errors()
@@ -124,6 +148,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return problem(409, str(exc))
+
+    @app.exception_handler(ResourceConflict)
+    async def resource_conflict(_: Request, exc: ResourceConflict) -> JSONResponse:
         return problem(409, str(exc))
 
     @app.exception_handler(DBAPIError)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from jobmanager.jobs.spec import JobSpec, Trigger
+from jobmanager.jobs.spec import JobSpec, Trigger, json_problem
 
 T = TypeVar("T")
 
@@ -122,6 +122,15 @@ class DryRunIn(BaseModel):
 
     event: dict[str, Any] | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("event")
+    @classmethod
+    def _acceptable(cls, event: dict[str, Any] | None) -> dict[str, Any] | None:
+        # What the matcher would park (a NUL, an unpaired surrogate, a number that is not
+        # finite, nesting past 64 levels) is refused here too, with the same reason.
+        if event is not None and (problem := json_problem(event)) is not None:
+            raise ValueError(problem)
+        return event
 
 
 class CheckOut(BaseModel):

@@ -26,6 +26,7 @@ from jobmanager.store.outbox import Outbox
 router = auth_router(prefix=API, tags=["bulk"])
 
 MAX_LIMIT = 10_000
+NO_NUL = r"^[^\x00]*$"  # Postgres text holds no NUL character
 
 
 def _json_number(value: object) -> object:
@@ -44,11 +45,11 @@ class BulkIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job: Annotated[str, Field(max_length=200)] | None = None
-    lane: Annotated[str, Field(max_length=2000)] | None = None
+    job: Annotated[str, Field(max_length=200, pattern=NO_NUL)] | None = None
+    lane: Annotated[str, Field(max_length=2000, pattern=NO_NUL)] | None = None
     since: When | None = None
     until: When | None = None
-    q: Annotated[str, Field(max_length=200)] | None = None
+    q: Annotated[str, Field(max_length=200, pattern=NO_NUL)] | None = None
     # Strict: a body that says `"dry_run": 0` is a mistake to refuse, not to guess at.
     run_ids: Annotated[list[RunIdIn], Field(max_length=MAX_LIMIT)] | None = None
     dry_run: StrictBool = False
