@@ -188,6 +188,7 @@ async def test_apikey_create_prints_the_key_last(
     assert result.returncode == 0, result.stderr
     key = result.stdout.split()[-1]
     assert key.startswith("jm_") and len(key) > 40
+    assert result.stdout.startswith("created an operator key: ")
     from jobmanager.admin.auth import hash_key
     from jobmanager.store.models import ApiKey
 

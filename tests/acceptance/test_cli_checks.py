@@ -1,6 +1,6 @@
-"""What the `jobmanager` command checks before it acts: `apply` refuses the scripts the API
-refuses, and a second `demo` finds the first one instead of fighting it for its port and its
-settings."""
+"""What the `jobmanager` command checks before it acts, and what it says: `apply` refuses the
+scripts the API refuses, `check` says what answers and why what does not, and a second
+`demo` finds the first one instead of fighting it for its port and its settings."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from acceptance.test_cli import jobmanager, report_executor, service_env
 from sqlalchemy import func, insert, select, update
@@ -67,6 +68,56 @@ async def test_apply_knows_the_scripts_reported_within_the_api_window(
     applied = await asyncio.to_thread(jobmanager, "apply", str(file), env=wider)
     assert applied.returncode == 0, applied.stderr
     assert "1 created" in applied.stdout
+
+
+async def test_check_prints_one_line_per_service_that_answers(
+    amqp_url: str, database_url: str
+) -> None:
+    env = {"JOBMANAGER_AMQP_URL": amqp_url, "JOBMANAGER_DATABASE_URL": database_url}
+    result = await asyncio.to_thread(jobmanager, "check", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("RabbitMQ answers at amqp://")
+    assert lines[1].startswith("PostgreSQL answers at postgresql://")
+
+
+def _with_user(url: str, user: str, password: str | None) -> str:
+    parts = urlsplit(url)
+    login = user if password is None else f"{user}:{password}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}"))
+
+
+async def test_check_tells_refused_credentials_from_a_server_that_is_down(
+    amqp_url: str, postgres_url: str
+) -> None:
+    env = {
+        "JOBMANAGER_AMQP_URL": _with_user(amqp_url, "guest", "not-the-password"),
+        "JOBMANAGER_DATABASE_URL": _with_user(postgres_url, "jm_no_such_role", None),
+    }
+    result = await asyncio.to_thread(jobmanager, "check", env=env)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, lines
+    broker, database = lines
+    assert "RabbitMQ at amqp://guest:***@" in broker and "answers but refused" in broker
+    assert "JOBMANAGER_AMQP_URL" in broker
+    assert "PostgreSQL at postgresql://jm_no_such_role@" in database
+    assert "answers but refused" in database and "jm_no_such_role" in database
+    assert "createuser" in database
+    assert "start it with" not in result.stderr and "not-the-password" not in result.stderr
+
+    vhost = {**env, "JOBMANAGER_AMQP_URL": amqp_url.rstrip("/") + "/jm-no-such-vhost"}
+    result = await asyncio.to_thread(jobmanager, "check", env=vhost)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "answers but refused access to the vhost" in result.stderr.splitlines()[0]
+
+
+async def test_admin_help_says_what_it_serves() -> None:
+    result = await asyncio.to_thread(jobmanager, "admin", "--help", env={})
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "the API and the web console" in text and "later" not in text
 
 
 # -- demo ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The command line's pure rules: which scripts `apply` refuses (the API's rule), what a demo
-leaves alone on a database already in use, and its lock."""
+leaves alone on a database already in use, its lock, and small wording."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from jobmanager.cli.apply import load_document, missing_only, script_problems
 from jobmanager.cli.demo import DemoError, claim
+from jobmanager.cli.main import article
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.store.jobs import unknown_script
 
@@ -68,3 +69,10 @@ def test_one_demo_per_directory(tmp_path: Path) -> None:
             claim(lock, "http://127.0.0.1:8081")
     with claim(lock, "http://127.0.0.1:8081"):  # released with its file
         assert "8081" in lock.read_text()
+
+
+@pytest.mark.parametrize(
+    ("role", "said"), [("operator", "an"), ("admin", "an"), ("viewer", "a"), ("", "a")]
+)
+def test_an_operator_key(role: str, said: str) -> None:
+    assert article(role) == said

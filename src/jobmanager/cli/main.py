@@ -27,6 +27,11 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def article(word: str) -> str:
+    """ "a" or "an" before `word` (by its first letter: enough for our role names)."""
+    return "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
+
+
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -36,26 +41,32 @@ def _run(coro: Any) -> Any:
 
 @app.command()
 def check() -> None:
-    """Check that RabbitMQ and Postgres answer at the configured URLs."""
+    """Check that RabbitMQ and Postgres answer at the configured URLs and accept our
+    credentials: one line per service."""
     from jobmanager.core.broker import connect
-    from jobmanager.core.config import DatabaseSettings
+    from jobmanager.core.config import DatabaseSettings, redact_url
     from jobmanager.store.db import check as check_database
 
     settings = DatabaseSettings()
 
-    async def probe() -> list[str]:
-        problems = []
+    async def probe() -> tuple[list[str], list[str]]:
+        answers: list[str] = []
+        problems: list[str] = []
         try:
             await (await connect(settings.amqp_url, name="jobmanager-check", timeout=5)).close()
+            answers.append(f"RabbitMQ answers at {redact_url(settings.amqp_url)}")
         except Unavailable as exc:
             problems.append(str(exc))
         try:
             await check_database(settings.database_url)
+            answers.append(f"PostgreSQL answers at {redact_url(settings.database_url)}")
         except Unavailable as exc:
             problems.append(str(exc))
-        return problems
+        return answers, problems
 
-    problems = asyncio.run(probe())
+    answers, problems = asyncio.run(probe())
+    for answer in answers:
+        typer.echo(answer)
     for problem in problems:
         typer.secho(f"error: {problem}", fg="red", err=True)
     if problems:
@@ -98,7 +109,7 @@ def executor(
 
 @app.command()
 def admin() -> None:
-    """Run the admin API (and, later, the console) in the foreground."""
+    """Run the admin service (the API and the web console) in the foreground."""
     from jobmanager.admin.__main__ import main
 
     raise typer.Exit(main())
@@ -119,7 +130,7 @@ def apikey_create(
     if role not in ("viewer", "operator", "admin"):
         _fail(f"--role must be viewer, operator or admin, not {role!r}")
     key = _run(create(role=role, name=name or f"{role}-key"))
-    typer.echo(f"created a {role} key: {key}")
+    typer.echo(f"created {article(role)} {role} key: {key}")
 
 
 @app.command()
