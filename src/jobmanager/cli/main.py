@@ -133,6 +133,62 @@ def apikey_create(
     typer.echo(f"created {article(role)} {role} key: {key}")
 
 
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Every API key: id, name, role, prefix, when made and last used, whether revoked."""
+    from jobmanager.cli.keys import all_keys
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value is not None else "never"
+
+    rows = _run(all_keys())
+    if not rows:
+        typer.echo("no API keys yet (`jobmanager apikey create --role ROLE` makes one)")
+        return
+    table = [("id", "name", "role", "prefix", "created", "last used", "state")]
+    for row in rows:
+        state = f"revoked {when(row.revoked_at)}" if row.revoked_at else "active"
+        table.append(
+            (
+                str(row.id),
+                row.name,
+                row.role,
+                f"{row.prefix}…",
+                when(row.created_at),
+                when(row.last_used_at),
+                state,
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: Annotated[int, typer.Argument(metavar="ID", min=1, help="from `apikey list`")],
+) -> None:
+    """Revoke an API key: it is refused from now on (written to the audit log)."""
+    from jobmanager.cli.keys import UnknownKey, revoke
+
+    try:
+        name = _run(revoke(key_id))
+    except UnknownKey as exc:
+        _fail(str(exc))
+    typer.echo(f"revoked key {key_id} ({name})")
+
+
+@app.command()
+def status() -> None:
+    """The four tables' counts, lanes, executors and dead letters, from the database and the
+    broker (no running admin needed)."""
+    from jobmanager.admin.config import AdminSettings
+    from jobmanager.cli.status import status as report
+    from jobmanager.core.runtime import load_settings
+
+    typer.echo(_run(report(load_settings(AdminSettings, "status"))))
+
+
 @app.command()
 def up(
     executors: Annotated[int, typer.Option(min=0, help="executor processes")] = 2,
