@@ -117,3 +117,26 @@ async def test_a_removed_run_says_it_was_removed(console: Console, page: Page) -
     attempts = page.locator("[data-attempts]")
     await expect(attempts).to_have_text("Removed before it was dispatched: it never ran.")
     await expect(attempts).not_to_contain_text("Not dispatched yet")
+
+
+@pytest.mark.usefixtures("long_interval")
+async def test_the_queue_opens_in_the_order_the_runs_will_start(
+    console: Console, page: Page
+) -> None:
+    job = await console.job(lane=f"lane-{console.stack.topology.namespace[-6:]}-order")
+    head = await waiting_run(console, job)  # the lane's head, waiting out the interval
+    await console.publish(job)
+
+    async def behind() -> int | None:
+        later = [r["id"] for r in await console.runs("queue", job) if r["id"] != head]
+        return later[0] if later else None
+
+    second = await console.until(behind)
+    await sign_in(page, console, await console.key("viewer"), f"/queue?job={job['name']}")
+    links = page.locator("tbody th a")
+    await expect(links).to_have_text([str(head), str(second)])
+    await expect(page.locator("tbody td.lane")).to_contain_text(["#1", "#2"])
+
+    await page.get_by_label("Order").select_option("newest")
+    await expect(links).to_have_text([str(second), str(head)])
+    await expect(page).to_have_url(re.compile(r"order=newest"))
