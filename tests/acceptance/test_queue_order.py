@@ -11,6 +11,7 @@ import pytest
 from admin_kit import Admin, admin_settings, running
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.admin.routes import queue as queue_routes
 from jobmanager.core.topology import Topology
 
 API = "/api/v1"
@@ -81,3 +82,19 @@ async def test_newest_first_is_still_the_default_with_positions(admin: Admin) ->
     )
     assert mixed.status_code == 422
     assert (await admin.client.get(f"{API}/queue", params={"order": "soon"})).status_code == 422
+
+
+async def test_newest_first_counts_positions_only_so_far_back(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counting a position costs the runs ahead of it; newest first stops at a bound.
+    monkeypatch.setattr(queue_routes, "POSITIONS_COUNTED", 2)
+    requests = await admin.runs("a", "a", "a", "a", interval_s=3600)
+    first = min(request.run_id for request in requests)
+    page = await queue(admin)
+    assert [(r["id"], r["position"]) for r in page["items"]] == [
+        (first + 3, None),
+        (first + 2, 3),
+        (first + 1, 2),
+        (first, 1),
+    ]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import Depends, Query
 from pydantic import Field
-from sqlalchemy import Select, Table, case, func, select, tuple_
+from sqlalchemy import Select, Table, case, func, literal, select, true, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobmanager.admin.audit import audited
@@ -44,11 +44,14 @@ lanes = cast(Table, Lane.__table__)
 class QueueRunOut(RunOut):
     position: int | None = Field(
         description="its place in its lane's order: 1 is the run the lane runs now or next, "
-        "2 the one after it, and so on; null for a run without a lane"
+        "2 the one after it, and so on; null for a run without a lane (and, newest first, "
+        "for a run more than 1,000 runs back in its lane)"
     )
 
 
 Order = Literal["newest", "start"]
+# How far back in a lane the newest-first Queue counts positions (a deeper run has none).
+POSITIONS_COUNTED = 1000
 
 
 def _lane_order() -> tuple[Any, Any]:
@@ -116,13 +119,39 @@ async def _by_start(
 
 
 async def _positions(conn: AsyncConnection, page: Page[RunOut]) -> dict[int, int]:
-    """The place in its lane of each run of a page (computed over those lanes only)."""
-    names = {run.lane for run in page.items if run.lane is not None}
+    """The place in its lane of each run of a page, in time bounded by the page, not by the
+    lanes' depth: each lane's head is 1, and its first POSITIONS_COUNTED waiting runs are
+    read in the ledger's order from the index that serves `ledger_advance`. A run further
+    back gets no position."""
+    names = sorted({run.lane for run in page.items if run.lane is not None})
     if not names:
         return {}
-    position, _ = _lane_order()
-    query = _in_queue(select(runs.c.id, position.label("position"))).where(runs.c.lane.in_(names))
-    return {row.id: row.position for row in (await conn.execute(query)).all()}
+    waiting = (
+        select(runs.c.id, runs.c.execute_now_at)
+        .where(
+            runs.c.lane == lanes.c.name,
+            runs.c.state == "queued",
+            runs.c.id.is_distinct_from(lanes.c.head_run_id),
+        )
+        .order_by(runs.c.execute_now_at.asc().nulls_last(), runs.c.id)
+        .limit(POSITIONS_COUNTED)
+        .lateral("waiting")
+    )
+    behind_head = case((lanes.c.head_run_id.is_(None), 0), else_=1)
+    place = behind_head + func.row_number().over(
+        partition_by=lanes.c.name,
+        order_by=[waiting.c.execute_now_at.asc().nulls_last(), waiting.c.id],
+    )
+    others = (
+        select(waiting.c.id, place.label("position"))
+        .select_from(lanes.join(waiting, true()))
+        .where(lanes.c.name.in_(names))
+    )
+    heads = select(lanes.c.head_run_id.label("id"), literal(1).label("position")).where(
+        lanes.c.name.in_(names), lanes.c.head_run_id.is_not(None)
+    )
+    rows = (await conn.execute(union_all(heads, others))).all()
+    return {row.id: row.position for row in rows}
 
 
 @router.get("/queue", response_model=Page[QueueRunOut])
