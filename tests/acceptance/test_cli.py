@@ -8,15 +8,16 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.topology import Topology
-from jobmanager.store.models import Job, Run, Setting
+from jobmanager.store.models import Executor, Job, Run, Setting
 from jobmanager.testkit.databases import database_on, drop
 from jobmanager.testkit.ports import free_port
 
@@ -77,10 +78,29 @@ jobs:
 """
 
 
+async def report_executor(
+    engine: AsyncEngine, scripts: list[str], *, seen: datetime | None = None
+) -> None:
+    """What an executor's report leaves in the database: its scripts, seen at `seen`."""
+    when = seen or datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Executor).values(
+                id=f"exec-{uuid.uuid4().hex[:6]}",
+                scripts=scripts,
+                concurrency=4,
+                busy=0,
+                started_at=when,
+                last_seen_at=when,
+            )
+        )
+
+
 async def test_apply_is_idempotent_and_prunes(
     tmp_path: Path, amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
 ) -> None:
     env = service_env(amqp_url, database_url, topology)
+    await report_executor(engine, ["noop", "ipx_update"])
     file = tmp_path / "jobs.yaml"
     file.write_text(JOBS)
     first = await asyncio.to_thread(jobmanager, "apply", str(file), env=env)
@@ -168,6 +188,7 @@ async def test_apikey_create_prints_the_key_last(
     assert result.returncode == 0, result.stderr
     key = result.stdout.split()[-1]
     assert key.startswith("jm_") and len(key) > 40
+    assert result.stdout.startswith("created an operator key: ")
     from jobmanager.admin.auth import hash_key
     from jobmanager.store.models import ApiKey
 

@@ -1,24 +1,34 @@
 """`jobmanager apply FILE`: declarative settings and jobs from YAML.
 
-The whole file is validated before anything is written, and everything is written in one
-transaction; then the running matchers are told to reload. Applying the same file twice
-changes nothing the second time.
+The whole file is validated before anything is written (its shape, and each job's script
+against the scripts the executors report, as the admin API does), and everything is written
+in one transaction; then the running matchers are told to reload. Applying the same file
+twice changes nothing the second time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from sqlalchemy import select
 
+from jobmanager.admin.config import AdminSettings
 from jobmanager.core.broker import Publisher, connect
 from jobmanager.core.config import DatabaseSettings
+from jobmanager.core.runtime import load_settings
 from jobmanager.core.topology import Topology
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.store import db, settings
 from jobmanager.store import jobs as job_store
+from jobmanager.store.models import Setting
+from jobmanager.store.outbox import Outbox
 from jobmanager.store.settings import CleanupSettings, QueueSettings, RetentionSettings
+
+SETTINGS_KEYS = ("queue", "executed_cleanup", "failed_cleanup", "retention")
 
 
 class ApplyError(ValueError):
@@ -66,31 +76,107 @@ def load_document(text: str, *, origin: str = "<file>") -> ApplyDocument:
         raise ApplyError("\n".join(lines)) from None
 
 
+def missing_only(
+    document: ApplyDocument, stored_jobs: Collection[str], stored_settings: Collection[str]
+) -> tuple[ApplyDocument, list[str]]:
+    """What of `document` the database does not hold yet (pure), and what it holds already
+    (settings by key, jobs by name), which is then left as it is."""
+    kept = [
+        f"settings {key}"
+        for key in SETTINGS_KEYS
+        if getattr(document.settings, key) is not None and key in stored_settings
+    ]
+    kept += [f"job {spec.name}" for spec in document.jobs if spec.name in stored_jobs]
+    section = SettingsSection(
+        **{
+            key: getattr(document.settings, key)
+            for key in SETTINGS_KEYS
+            if key not in stored_settings
+        }
+    )
+    jobs = [spec for spec in document.jobs if spec.name not in stored_jobs]
+    return ApplyDocument(settings=section, jobs=jobs), kept
+
+
+def script_problems(
+    document: ApplyDocument, stored: dict[str, JobSpec], known: Iterable[str]
+) -> list[str]:
+    """The jobs whose script no executor offers, as the API decides it (pure): a job created,
+    or given another script, must name a known script; a job that keeps its script is not
+    checked again (as `PATCH /jobs/{id}` without `script`)."""
+    names = set(known)
+    problems = []
+    for index, spec in enumerate(document.jobs):
+        before = stored.get(spec.name)
+        if before is not None and before.script == spec.script:
+            continue
+        reason = job_store.unknown_script(spec.script, names)
+        if reason is not None:
+            problems.append(f"jobs.{index}.script (job {spec.name!r}): {reason}")
+    return problems
+
+
 async def apply_document(
-    document: ApplyDocument, app_settings: DatabaseSettings, *, prune: bool
+    document: ApplyDocument,
+    app_settings: DatabaseSettings,
+    *,
+    prune: bool,
+    window_s: float,
+    origin: str = "<file>",
+    keep_existing: bool = False,
 ) -> str:
+    """Write the document in one transaction, then tell the matchers to reload.
+
+    Refused (ApplyError, nothing written) when a job names a script that no executor reported
+    within `window_s`: the API's rule and window. With `keep_existing`, what the database
+    already holds stays as it is (settings stored once, jobs of the same name): only what is
+    missing is written.
+    """
     await db.check(app_settings.database_url)
     engine = db.create_engine(app_settings.database_url, pool_size=1)
     created = updated = unchanged = deleted = 0
-    changed = []
+    changed: list[str] = []
+    kept: list[str] = []
+    wanted = {spec.name for spec in document.jobs}
+    outbox = Outbox()
+    now = datetime.now(UTC)
     try:
         async with engine.begin() as conn:
-            for key in ("queue", "executed_cleanup", "failed_cleanup", "retention"):
+            stored = {row.name: job_store.to_spec(row) for row in await job_store.all_jobs(conn)}
+            if keep_existing:
+                held = set((await conn.scalars(select(Setting.key))).all())
+                document, kept = missing_only(document, stored, held)
+            since = datetime.now(UTC) - timedelta(seconds=window_s)
+            known = await job_store.known_scripts(conn, since)
+            problems = script_problems(document, stored, known)
+            if problems:
+                lines = [f"{origin}: {len(problems)} problem(s)", *(f"  {p}" for p in problems)]
+                raise ApplyError("\n".join(lines))
+            for key in SETTINGS_KEYS:
                 value = getattr(document.settings, key)
                 if value is not None:
                     await settings.save(conn, key, value)
                     changed.append(key)
-            stored = {row.name: job_store.to_spec(row) for row in await job_store.all_jobs(conn)}
+            interval = (await settings.load(conn, "queue", settings.QueueSettings)).interval_s
             for spec in document.jobs:
-                if stored.get(spec.name) == spec:
+                # `paused` is not part of a stored job: it pauses or resumes through the ledger.
+                if stored.get(spec.name) == spec.model_copy(update={"paused": None}):
                     unchanged += 1
-                    continue
-                _, was_created = await job_store.upsert(conn, spec)
-                created += was_created
-                updated += not was_created
+                    job_id = await job_store.id_named(conn, spec.name)
+                else:
+                    job_id, was_created = await job_store.upsert(conn, spec)
+                    created += was_created
+                    updated += not was_created
+                if spec.paused is not None and job_id is not None:
+                    outbox.extend(
+                        await job_store.set_paused(
+                            conn, job_id, spec.paused, actor="apply", interval_s=interval, now=now
+                        )
+                    )
             if prune:
-                keep = {spec.name for spec in document.jobs}
-                deleted = await job_store.delete_named(conn, [n for n in stored if n not in keep])
+                deleted = await job_store.delete_named(
+                    conn, [name for name in stored if name not in wanted]
+                )
     finally:
         await engine.dispose()
     connection = await connect(app_settings.amqp_url, name="jobmanager-apply")
@@ -98,15 +184,24 @@ async def apply_document(
         topology = Topology.from_settings(app_settings)
         await topology.declare(await connection.channel())
         publisher = await Publisher.open(connection, topology)
+        await outbox.publish(publisher, now=now)
         await publisher.broadcast_change("jobs")
     finally:
         await connection.close()
-    return (
+    report = (
         f"jobs: {created} created, {updated} updated, {unchanged} unchanged, {deleted} deleted; "
         f"settings: {', '.join(changed) or 'unchanged'}"
     )
+    return f"{report}; kept as they were: {', '.join(kept)}" if kept else report
 
 
 async def apply_file(path: Path, *, prune: bool) -> str:
     document = load_document(path.read_text(encoding="utf-8"), origin=str(path))
-    return await apply_document(document, DatabaseSettings(), prune=prune)
+    app_settings = load_settings(AdminSettings, "apply")
+    return await apply_document(
+        document,
+        app_settings,
+        prune=prune,
+        window_s=app_settings.executor_report_window_s,
+        origin=str(path),
+    )

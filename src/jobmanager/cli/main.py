@@ -28,6 +28,11 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def article(word: str) -> str:
+    """ "a" or "an" before `word` (by its first letter: enough for our role names)."""
+    return "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
+
+
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -37,26 +42,32 @@ def _run(coro: Any) -> Any:
 
 @app.command()
 def check() -> None:
-    """Check that RabbitMQ and Postgres answer at the configured URLs."""
+    """Check that RabbitMQ and Postgres answer at the configured URLs and accept our
+    credentials: one line per service."""
     from jobmanager.core.broker import connect
-    from jobmanager.core.config import DatabaseSettings
+    from jobmanager.core.config import DatabaseSettings, redact_url
     from jobmanager.store.db import check as check_database
 
     settings = DatabaseSettings()
 
-    async def probe() -> list[str]:
-        problems = []
+    async def probe() -> tuple[list[str], list[str]]:
+        answers: list[str] = []
+        problems: list[str] = []
         try:
             await (await connect(settings.amqp_url, name="jobmanager-check", timeout=5)).close()
+            answers.append(f"RabbitMQ answers at {redact_url(settings.amqp_url)}")
         except Unavailable as exc:
             problems.append(str(exc))
         try:
             await check_database(settings.database_url)
+            answers.append(f"PostgreSQL answers at {redact_url(settings.database_url)}")
         except Unavailable as exc:
             problems.append(str(exc))
-        return problems
+        return answers, problems
 
-    problems = asyncio.run(probe())
+    answers, problems = asyncio.run(probe())
+    for answer in answers:
+        typer.echo(answer)
     for problem in problems:
         typer.secho(f"error: {problem}", fg="red", err=True)
     if problems:
@@ -99,7 +110,7 @@ def executor(
 
 @app.command()
 def admin() -> None:
-    """Run the admin API (and, later, the console) in the foreground."""
+    """Run the admin service (the API and the web console) in the foreground."""
     from jobmanager.admin.__main__ import main
 
     raise typer.Exit(main())
@@ -120,7 +131,63 @@ def apikey_create(
     if role not in ("viewer", "operator", "admin"):
         _fail(f"--role must be viewer, operator or admin, not {role!r}")
     key = _run(create(role=role, name=name or f"{role}-key"))
-    typer.echo(f"created a {role} key: {key}")
+    typer.echo(f"created {article(role)} {role} key: {key}")
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Every API key: id, name, role, prefix, when made and last used, whether revoked."""
+    from jobmanager.cli.keys import all_keys
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value is not None else "never"
+
+    rows = _run(all_keys())
+    if not rows:
+        typer.echo("no API keys yet (`jobmanager apikey create --role ROLE` makes one)")
+        return
+    table = [("id", "name", "role", "prefix", "created", "last used", "state")]
+    for row in rows:
+        state = f"revoked {when(row.revoked_at)}" if row.revoked_at else "active"
+        table.append(
+            (
+                str(row.id),
+                row.name,
+                row.role,
+                f"{row.prefix}…",
+                when(row.created_at),
+                when(row.last_used_at),
+                state,
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: Annotated[int, typer.Argument(metavar="ID", min=1, help="from `apikey list`")],
+) -> None:
+    """Revoke an API key: it is refused from now on (written to the audit log)."""
+    from jobmanager.cli.keys import UnknownKey, revoke
+
+    try:
+        name = _run(revoke(key_id))
+    except UnknownKey as exc:
+        _fail(str(exc))
+    typer.echo(f"revoked key {key_id} ({name})")
+
+
+@app.command()
+def status() -> None:
+    """The four tables' counts, lanes, executors and dead letters, from the database and the
+    broker (no running admin needed)."""
+    from jobmanager.admin.config import AdminSettings
+    from jobmanager.cli.status import status as report
+    from jobmanager.core.runtime import load_settings
+
+    typer.echo(_run(report(load_settings(AdminSettings, "status"))))
 
 
 @app.command()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from typing import IO
@@ -19,12 +20,22 @@ from jobmanager.core.runtime import die_with_parent
 log = logging.getLogger("jobmanager.up")
 
 
+def answering(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at host:port (a service running already)."""
+    try:
+        with socket.create_connection((host, port), timeout):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
+    exit_code: int | None = None  # of its last exit
 
 
 @dataclass
@@ -64,7 +75,7 @@ class Services:
     async def _watch(self, child: Child, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             process = await self._start(child)
-            code = await process.wait()
+            code = child.exit_code = await process.wait()
             if stopping.is_set():
                 return
             child.restarts += 1
@@ -98,13 +109,24 @@ class Services:
 
     def run_until_stopped(self) -> int:
         """Run in the foreground until Ctrl-C or SIGTERM; migrate the schema first."""
+        from jobmanager.admin.config import AdminSettings
         from jobmanager.core.config import DatabaseSettings
         from jobmanager.core.logs import configure
-        from jobmanager.core.runtime import Unavailable
+        from jobmanager.core.runtime import Unavailable, load_settings
         from jobmanager.store.migrate import upgrade
 
         settings = DatabaseSettings()
         configure(settings.log_level, settings.log_format, service="up")
+        if self.admin:
+            admin = load_settings(AdminSettings, "admin")
+            if answering(admin.admin_host, admin.admin_port):
+                print(
+                    f"error: http://{admin.admin_host}:{admin.admin_port} answers already: "
+                    "an admin (of `jobmanager up` or `demo`) is running there; stop it, use "
+                    "--no-admin, or set another JOBMANAGER_ADMIN_PORT",
+                    file=sys.stderr,
+                )
+                return 1
         try:
             upgrade(settings.database_url)
         except Unavailable as exc:

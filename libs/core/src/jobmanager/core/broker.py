@@ -22,7 +22,13 @@ from aio_pika.abc import (
 )
 from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    AuthenticationError,
+    ConnectionClosed,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 from pydantic import BaseModel
 
 from jobmanager.core import delays
@@ -34,6 +40,26 @@ from jobmanager.core.topology import ERROR_HEADER, Topology
 log = logging.getLogger(__name__)
 
 START_HINT = "start it with `docker compose up -d rabbitmq` or `rabbitmq-server -detached`"
+
+
+ACCESS_HINT = (
+    "check the user, password and vhost in JOBMANAGER_AMQP_URL, or create them with "
+    "`rabbitmqctl add_user`, `add_vhost` and `set_permissions`"
+)
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """What a broker that answered refused (credentials, vhost), or None if it did not
+    answer at all: the two need different fixes."""
+    if isinstance(exc, ProbableAuthenticationError | AuthenticationError):
+        return f"the credentials ({exc})"
+    if isinstance(exc, ConnectionClosed) and exc.args[:1] in ((403,), (530,)):
+        return f"access ({exc})"
+    # A vhost that does not exist, or that the user may not use: the broker closes the
+    # connection where aiormq expects Connection.OpenOk.
+    if isinstance(exc, InvalidFrameError) and "Connection.Close" in str(exc):
+        return "access to the vhost (it does not exist, or the user may not use it)"
+    return None
 
 
 class BrokerUnavailable(Unavailable):
@@ -69,6 +95,11 @@ async def connect(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobu
     except BaseException as exc:
         with suppress(Exception):
             await asyncio.wait_for(connection.close(), 5)
+        refusal = _refusal(exc)
+        if refusal is not None:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {redact_url(url)} answers but refused {refusal}; {ACCESS_HINT}"
+            ) from exc
         if isinstance(exc, OSError | AMQPConnectionError | TimeoutError):
             raise BrokerUnavailable(
                 f"RabbitMQ is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "

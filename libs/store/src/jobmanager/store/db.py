@@ -18,6 +18,11 @@ START_HINT = (
     "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
 )
 
+ACCESS_HINT = (
+    "check the user and password in JOBMANAGER_DATABASE_URL, or create the role with "
+    "`createuser --pwprompt NAME` (and let it in through pg_hba.conf)"
+)
+
 
 class DatabaseUnavailable(Unavailable):
     """Postgres did not answer; the message says where we looked and how to start it."""
@@ -105,6 +110,13 @@ async def check(url: str, *, timeout: float = 5.0) -> None:
         conn = await asyncpg.connect(plain_url(url), timeout=timeout)
     except asyncpg.InvalidCatalogNameError:
         return
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        # 28000 (no such role, no pg_hba.conf entry) and 28P01 (wrong password): the server
+        # answers, so starting it would not help.
+        raise DatabaseUnavailable(
+            f"PostgreSQL at {redact_url(url)} answers but refused the connection ({exc}); "
+            f"{ACCESS_HINT}"
+        ) from exc
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailable(
             f"PostgreSQL is not answering at {redact_url(url)} ({exc or type(exc).__name__}); "

@@ -3,6 +3,7 @@ executors offer for them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
@@ -147,3 +148,13 @@ async def set_paused(
         reason = f"paused by {actor}"
         return await ledger.pause(conn, job_id, reason=reason, interval_s=interval_s, now=now)
     return await ledger.resume(conn, job_id, interval_s=interval_s, now=now)
+
+
+def unknown_script(script: str, known: Iterable[str]) -> str | None:
+    """Why `script` may not be a job's script (None: it may): the one wording of the refusal,
+    for the API and `jobmanager apply` alike."""
+    names = sorted(set(known))
+    if script in names:
+        return None
+    listing = ", ".join(names) or "none: no executor has reported its scripts lately"
+    return f"unknown script {script!r}; known scripts: {listing}"

@@ -55,13 +55,9 @@ async def known_scripts(conn: AsyncConnection, window_s: float) -> dict[str, lis
 
 
 async def _check_script(conn: AsyncConnection, script: str, window_s: float) -> None:
-    known = await known_scripts(conn, window_s)
-    if script in known:
-        return
-    listing = ", ".join(sorted(known)) or "none: no executor has reported its scripts lately"
-    raise invalid(
-        ("body", "script"), f"unknown script {script!r}; known scripts: {listing}", script
-    )
+    refusal = job_store.unknown_script(script, await known_scripts(conn, window_s))
+    if refusal is not None:
+        raise invalid(("body", "script"), refusal, script)
 
 
 async def _load(conn: AsyncConnection, job_id: SmallId) -> Row[Any]:

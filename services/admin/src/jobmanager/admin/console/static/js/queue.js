@@ -69,6 +69,17 @@ function actions(run) {
   ];
 }
 
+/** The lane and the run's place in it: 1 is the run the lane runs now or next. */
+function lane(run) {
+  if (run.lane === null) return h("span", { class: "muted" }, "none");
+  const place = run.position === null ? null : h(
+    "span",
+    { class: "position", title: `number ${run.position} in its lane's order` },
+    `#${run.position}`,
+  );
+  return [h("code", {}, run.lane), place ? " " : null, place];
+}
+
 function row(run) {
   const retrying = run.state === "queued" && run.attempt > 1;
   return h(
@@ -76,13 +87,14 @@ function row(run) {
     { class: retrying ? "retrying" : undefined },
     h("th", { scope: "row" }, h("a", { href: `/runs/${run.id}`, "aria-label": `Run ${run.id}` }, String(run.id))),
     h("td", { class: "job" }, run.job),
-    h("td", {}, run.lane === null ? h("span", { class: "muted" }, "none") : h("code", {}, run.lane)),
+    h("td", { class: "lane" }, lane(run)),
     h("td", {}, badge(run.state)),
     h("td", { class: "command" }, clip(run.command, 200)),
     h("td", { class: "starts" }, starts(run)),
     h("td", {}, `${run.attempt} of ${run.max_attempts}`),
-    h("td", { class: "feedback" }, run.feedback ? clip(run.feedback, 160) : ""),
-    h("td", { class: "actions" }, actions(run)),
+    // Its first lines (the stylesheet cuts it), the whole of it in the tooltip.
+    h("td", { class: "feedback" }, run.feedback ? h("span", { title: run.feedback }, run.feedback) : ""),
+    h("td", { class: "actions" }, h("div", { class: "buttons-row" }, actions(run))),
   );
 }
 

@@ -67,20 +67,30 @@ function item(term, ...value) {
   return [h("dt", {}, term), h("dd", {}, ...value)];
 }
 
+/** The Attempt line: which attempt this is, or, for a removed run, how many it had. */
+function attempts(run) {
+  if (run.state !== "removed") return `${run.attempt} of ${run.max_attempts}`;
+  const ran = run.attempts.length;
+  if (ran === 0) return "none: removed before its first attempt";
+  return `removed after ${ran} of ${run.max_attempts} attempt${ran === 1 ? "" : "s"}`;
+}
+
 function summary(run) {
   const starts = run.state === "queued" && run.not_before ? countdown(run.not_before) : null;
+  const removed = run.state === "removed";
   return [
     item("Job", run.job, " ", h("a", { href: `/jobs?q=${encodeURIComponent(run.job)}` }, "(see the job)")),
     item("Script", h("code", {}, run.script)),
     item("Lane", run.lane === null ? "none" : h("code", {}, run.lane)),
-    item("State", badge(run.state), run.execute_now ? " (Execute Now)" : ""),
-    item("Attempt", `${run.attempt} of ${run.max_attempts}`),
+    item("State", badge(run.state), run.execute_now ? " (Execute Now)" : "", removed ? " by an operator: it will never execute" : ""),
+    item("Attempt", attempts(run)),
     item("Command", h("pre", {}, run.command)),
     item("Enqueued", time(run.enqueued_at)),
     starts ? item("Starts", starts) : [],
     item("Started", time(run.started_at)),
-    item("Finished", time(run.finished_at)),
-    item("Duration", duration(run.duration_s)),
+    // A removed run's finish is its removal; it ran for no time of its own.
+    item(removed ? "Removed" : "Finished", time(run.finished_at)),
+    item("Duration", removed ? "—" : duration(run.duration_s)),
     item("Result", run.result ? `${run.result} ${RESULT[run.result]}` : "—"),
     item("Feedback", run.feedback ? h("span", { class: run.result === 2 ? "fail" : "" }, run.feedback) : "—"),
     item("Executor", run.executor ?? "—"),
@@ -115,9 +125,10 @@ function render(run) {
   $("[data-state]").replaceChildren(badge(run.state));
   $("[data-actions]").replaceChildren(...actions(run));
   $("[data-summary]").replaceChildren(...summary(run));
-  const attempts = run.attempts.map(attempt);
-  const none = h("tr", { class: "empty" }, h("td", { colspan: 8 }, "Not dispatched yet."));
-  $("[data-attempts]").replaceChildren(...(attempts.length ? attempts : [none]));
+  const rows = run.attempts.map(attempt);
+  const never = run.state === "removed" ? "Removed before it was dispatched: it never ran." : "Not dispatched yet.";
+  const none = h("tr", { class: "empty" }, h("td", { colspan: 8 }, never));
+  $("[data-attempts]").replaceChildren(...(rows.length ? rows : [none]));
   $("[data-output]").textContent = run.output_tail || "(no output)";
   $("[data-event]").textContent = run.event
     ? JSON.stringify(run.event, null, 2)
