@@ -6,8 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -55,7 +54,3 @@ async def metrics(request: Request, _: Public) -> Response:
 async def openapi(request: Request, _: Public) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
-
-@router.get("/docs", include_in_schema=False)
-async def docs(_: Public) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="Job Manager API")
