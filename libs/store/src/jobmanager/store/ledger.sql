@@ -279,47 +279,50 @@ BEGIN
         SELECT m.id, 1, now_, 2, m.feedback FROM unnest(made) AS m WHERE m.state = 'failed';
 
         -- Debounce, run by run in creation order: a burst within the batch chains too. (The
-        -- runs were created in `n` order, so the k-th made run is the k-th planned one.)
-        FOR d IN
-            SELECT m.id, m.lane, m.job_id, p.debounce_s, p.debounce_max_s
-            FROM (SELECT x.id, x.lane, x.job_id, x.state,
-                         row_number() OVER (ORDER BY x.id) AS k FROM unnest(made) AS x) AS m
-            JOIN (SELECT q.debounce_s, q.debounce_max_s, row_number() OVER (ORDER BY q.n) AS k
-                  FROM jsonb_to_recordset(planned) AS q(
-                      n int, i int, debounce_s double precision, debounce_max_s double precision)
-                  WHERE q.i = ANY(new_items)) AS p ON p.k = m.k
-            WHERE p.debounce_s > 0 AND m.state = 'queued' AND m.lane IS NOT NULL
-              AND m.job_id IS NOT NULL
-            ORDER BY m.id
-        LOOP
-            w := NULL;
-            SELECT * INTO w FROM runs AS r
-            WHERE r.lane = d.lane AND r.job_id = d.job_id AND r.state = 'queued'
-              AND r.attempt = 1 AND r.id < d.id
-            ORDER BY r.id DESC LIMIT 1;
-            burst := coalesce(w.burst_started_at, w.enqueued_at, now_);
-            UPDATE runs SET
-                burst_started_at = burst,
-                debounce_until = least(now_ + make_interval(secs => d.debounce_s),
-                                       burst + make_interval(secs => d.debounce_max_s)),
-                place = coalesce(w.place, w.id),
-                absorbed = coalesce(w.absorbed + 1, 0),
-                execute_now_at = w.execute_now_at
-            WHERE runs.id = d.id;
-            IF w.id IS NOT NULL THEN
-                UPDATE runs SET state = 'superseded', superseded_by = d.id, finished_at = now_,
-                                token = runs.token + 1, not_before = NULL
-                WHERE runs.id = w.id
-                RETURNING * INTO gone;
-                RETURN QUERY SELECT 'notice'::text, NULL::int, gone, NULL::jsonb, NULL::text;
-                IF EXISTS (SELECT 1 FROM lanes AS l
-                           WHERE l.name = d.lane AND l.head_run_id = w.id) THEN
-                    -- Its lane is free again: it gets its next head below.
-                    UPDATE lanes SET head_run_id = NULL WHERE lanes.name = d.lane;
-                    idle := array_append(idle, d.lane);
+        -- runs were created in `n` order, so the k-th made run is the k-th planned one.) A
+        -- batch without a debounced job skips it with one test of its JSON.
+        IF jsonb_path_exists(planned, '$[*] ? (@.debounce_s > 0)') THEN
+            FOR d IN
+                SELECT m.id, m.lane, m.job_id, p.debounce_s, p.debounce_max_s
+                FROM (SELECT x.id, x.lane, x.job_id, x.state,
+                             row_number() OVER (ORDER BY x.id) AS k FROM unnest(made) AS x) AS m
+                JOIN (SELECT q.debounce_s, q.debounce_max_s, row_number() OVER (ORDER BY q.n) AS k
+                      FROM jsonb_to_recordset(planned) AS q(
+                          n int, i int, debounce_s double precision, debounce_max_s double precision)
+                      WHERE q.i = ANY(new_items)) AS p ON p.k = m.k
+                WHERE p.debounce_s > 0 AND m.state = 'queued' AND m.lane IS NOT NULL
+                  AND m.job_id IS NOT NULL
+                ORDER BY m.id
+            LOOP
+                w := NULL;
+                SELECT * INTO w FROM runs AS r
+                WHERE r.lane = d.lane AND r.job_id = d.job_id AND r.state = 'queued'
+                  AND r.attempt = 1 AND r.id < d.id
+                ORDER BY r.id DESC LIMIT 1;
+                burst := coalesce(w.burst_started_at, w.enqueued_at, now_);
+                UPDATE runs SET
+                    burst_started_at = burst,
+                    debounce_until = least(now_ + make_interval(secs => d.debounce_s),
+                                           burst + make_interval(secs => d.debounce_max_s)),
+                    place = coalesce(w.place, w.id),
+                    absorbed = coalesce(w.absorbed + 1, 0),
+                    execute_now_at = w.execute_now_at
+                WHERE runs.id = d.id;
+                IF w.id IS NOT NULL THEN
+                    UPDATE runs SET state = 'superseded', superseded_by = d.id, finished_at = now_,
+                                    token = runs.token + 1, not_before = NULL
+                    WHERE runs.id = w.id
+                    RETURNING * INTO gone;
+                    RETURN QUERY SELECT 'notice'::text, NULL::int, gone, NULL::jsonb, NULL::text;
+                    IF EXISTS (SELECT 1 FROM lanes AS l
+                               WHERE l.name = d.lane AND l.head_run_id = w.id) THEN
+                        -- Its lane is free again: it gets its next head below.
+                        UPDATE lanes SET head_run_id = NULL WHERE lanes.name = d.lane;
+                        idle := array_append(idle, d.lane);
+                    END IF;
                 END IF;
-            END IF;
-        END LOOP;
+            END LOOP;
+        END IF;
 
         RETURN QUERY SELECT 'notice'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
                      FROM unnest(made) AS m ORDER BY m.id;

@@ -53,4 +53,3 @@ async def metrics(request: Request, _: Public) -> Response:
 @router.get("/openapi.json", include_in_schema=False)
 async def openapi(request: Request, _: Public) -> JSONResponse:
     return JSONResponse(request.app.openapi())
-

@@ -16,6 +16,7 @@ const DEFAULT_COMMAND = "{{ event | tojson }}";
 
 const dialog = $("#job-dialog");
 const form = $("#job-form");
+const OPTIONAL = ["max_concurrency", "pause_after_failures", "debounce_max_s"];
 const list = $("[data-conditions]", form);
 const field = (name) => form.elements.namedItem(name);
 let editing = null;
@@ -126,8 +127,13 @@ function read() {
   const command = field("command_template").value;
   if (command.trim()) body.command_template = command;
   else if (editing) body.command_template = DEFAULT_COMMAND;
-  for (const name of ["timeout_s", "max_attempts", "retry_backoff_s"]) {
+  for (const name of ["timeout_s", "max_attempts", "retry_backoff_s", "debounce_s"]) {
     if (number(name) !== undefined) body[name] = number(name);
+  }
+  // Flow control's optional limits: an empty field is "none" (null clears it on a save).
+  for (const name of OPTIONAL) {
+    if (number(name) !== undefined) body[name] = number(name);
+    else if (editing) body[name] = null;
   }
   return body;
 }
@@ -143,8 +149,11 @@ function fill(job) {
   field("no_lane").checked = job ? job.lane === null : false;
   field("lane").value = job?.lane ?? "default";
   field("lane").disabled = field("no_lane").checked;
-  for (const name of ["timeout_s", "max_attempts", "retry_backoff_s"]) {
+  for (const name of ["timeout_s", "max_attempts", "retry_backoff_s", "debounce_s"]) {
     field(name).value = job ? String(job[name]) : "";
+  }
+  for (const name of OPTIONAL) {
+    field(name).value = job?.[name] ?? "";
   }
   showConditions(job?.trigger.conditions ?? []);
   const label = job ? `Edit job ${job.name}` : "Add a job";

@@ -22,7 +22,25 @@ function limits(job) {
   const parts = [`timeout ${job.timeout_s} s`];
   parts.push(job.max_attempts === 1 ? "1 attempt" : `${job.max_attempts} attempts`);
   if (job.max_attempts > 1 && job.retry_backoff_s) parts.push(`retry after ${job.retry_backoff_s} s`);
+  if (job.max_concurrency) parts.push(`at most ${job.max_concurrency} at once`);
+  if (job.pause_after_failures) parts.push(`pauses after ${job.pause_after_failures} failures in a row`);
+  if (job.debounce_s) parts.push(`debounce ${job.debounce_s} s`);
   return parts.join(", ");
+}
+
+async function pauseOrResume(job) {
+  const action = job.paused ? "resume" : "pause";
+  const done = job.paused ? "resumed: its waiting runs run again" : "paused: its runs wait until it is resumed";
+  await act(() => api.post(`/jobs/${job.id}/${action}`), `Job ${job.name} ${done}.`);
+  view.refresh();
+}
+
+function state(job) {
+  const shown = [badge(job.enabled ? "enabled" : "disabled")];
+  if (job.paused) {
+    shown.push(" ", badge("paused"), h("div", { class: "muted" }, job.paused_reason ?? ""));
+  }
+  return shown;
 }
 
 async function toggle(job) {
@@ -73,12 +91,13 @@ function row(job) {
     h("td", {}, h("code", {}, job.script)),
     h("td", {}, job.lane === null ? h("span", { class: "muted" }, "none (parallel)") : h("code", {}, job.lane)),
     h("td", {}, limits(job)),
-    h("td", {}, badge(job.enabled ? "enabled" : "disabled")),
+    h("td", {}, ...state(job)),
     h(
       "td",
       { class: "actions" },
       button("Test", "test", job, (event) => openTest(job, event.currentTarget)),
       can("admin") && button("Edit", "edit", job, (event) => openForm(job, event.currentTarget)),
+      can("operator") && button(job.paused ? "Resume" : "Pause", "pause", job, () => pauseOrResume(job)),
       can("admin") && button(job.enabled ? "Disable" : "Enable", "toggle", job, () => toggle(job)),
       can("admin") &&
         button("Remove", "remove", job, (event) => remove(job, event.currentTarget), { class: "danger" }),

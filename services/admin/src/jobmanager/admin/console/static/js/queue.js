@@ -9,12 +9,21 @@ import { act, notify, start } from "./shell.js";
 
 let view;
 
-/** When a run will start: a countdown for a waiting run, a clock for a running one. */
+/** When a run will start, and what its job's flow control does to it. */
 function starts(run) {
+  const when = startsAt(run);
+  if (!run.absorbed) return when;
+  const events = run.absorbed === 1 ? "1 earlier event" : `${run.absorbed} earlier events`;
+  return h("span", {}, when, h("span", { class: "muted" }, ` (debounced: ${events})`));
+}
+
+/** When a run will start: a countdown for a waiting run, a clock for a running one. */
+function startsAt(run) {
   if (run.state === "running") {
     return run.started_at ? countdown(run.started_at, { since: true, prefix: "running for " }) : "running";
   }
   if (run.state === "dispatched") return h("span", {}, "dispatched ", time(run.dispatched_at));
+  if (run.held) return h("span", { class: "muted" }, "held by its job's concurrency limit");
   if (run.execute_now) return h("span", {}, "next (Execute Now)");
   if (run.not_before) {
     return countdown(run.not_before, { prefix: run.attempt > 1 ? "retry in " : "in " });

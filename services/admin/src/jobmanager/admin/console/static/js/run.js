@@ -95,6 +95,15 @@ function summary(run) {
     item("Feedback", run.feedback ? h("span", { class: run.result === 2 ? "fail" : "" }, run.feedback) : "—"),
     item("Executor", run.executor ?? "—"),
     item("Event", run.event_id ? h("code", {}, run.event_id) : "—"),
+    // Debounce: the run that replaced this one, or the earlier events this one absorbed.
+    run.superseded_by
+      ? item("Superseded by", h("a", { href: `/runs/${run.superseded_by}` }, `run ${run.superseded_by}`),
+          " (a later event for its lane replaced it before it was dispatched)")
+      : [],
+    run.absorbed_events && run.absorbed_events.length
+      ? item("Absorbed events", ...run.absorbed_events.flatMap((id, i) => [i ? ", " : "", h("code", {}, id)]))
+      : [],
+    run.held ? item("Held", "waiting for a slot of its job's concurrency limit") : [],
   ].flat();
 }
 
