@@ -32,17 +32,14 @@ as flaky data generation.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from admin_kit import TOKEN, Admin, own_world
 from schemathesis.checks import not_a_server_error
+from served import Server
 
 from jobmanager.admin.app import create_app
 from jobmanager.admin.config import AdminSettings
@@ -90,36 +87,6 @@ CONFIG = schemathesis.Config.from_dict(
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 
-class Server:
-    """uvicorn serving `app` from a background thread, on a free local port."""
-
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", loop="asyncio"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
-        )
-
-    async def start(self, within: float = 15) -> None:
-        self.thread.start()
-        async with asyncio.timeout(within):
-            while not self.server.started:
-                if not self.thread.is_alive():
-                    raise RuntimeError("the admin server stopped while starting")
-                await asyncio.sleep(0.05)
-
-    async def stop(self, within: float = 15) -> None:
-        self.server.should_exit = True
-        await asyncio.to_thread(self.thread.join, within)
-        self.socket.close()
-        assert not self.thread.is_alive(), "the admin server did not stop"
-
-
 async def seed(admin: Admin) -> None:
     """Some of everything: jobs, runs in every state and lane kind, events, keys, and an
     executor's report (the catalogue of known scripts)."""
@@ -145,17 +112,13 @@ async def server(amqp_url: str, postgres_url: str, template_database: str) -> As
     """The admin app served by uvicorn, with a database and a namespace of its own."""
     async with own_world(amqp_url, postgres_url, template_database, "fuzz") as (settings, engine):
         app = create_app(settings)
-        served = Server(app)
-        try:
-            await served.start()
+        async with Server(app) as served:
             async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
                 async with asyncio.timeout(15):  # the broker connects in the background
                     while (await client.get("/readyz")).status_code != 200:
                         await asyncio.sleep(0.1)
                 await seed(Admin(app, client, engine, settings))
             yield served.url
-        finally:
-            await served.stop()
 
 
 async def test_the_server_serves_the_document_under_test(server: str) -> None:

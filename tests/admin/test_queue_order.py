@@ -3,30 +3,14 @@ its lane; the default (newest first) and its cursors stay as they were."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from admin_kit import Admin, admin_settings, running
-from sqlalchemy.ext.asyncio import AsyncEngine
+from admin_kit import Admin
 
 from jobmanager.admin.routes import queue as queue_routes
-from jobmanager.core.topology import Topology
 
 API = "/api/v1"
-
-
-@pytest.fixture
-async def admin(
-    amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
-) -> AsyncIterator[Admin]:
-    async with running(admin_settings(amqp_url, database_url, topology), engine) as admin:
-        for _ in range(100):  # the broker connects in the background
-            if admin.app.state.broker.ready:
-                break
-            await asyncio.sleep(0.05)
-        yield admin
 
 
 async def queue(admin: Admin, **params: Any) -> dict[str, Any]:
