@@ -85,6 +85,13 @@ MALFORMED = st.one_of(
     st.binary(min_size=1, max_size=20).map(
         lambda b: b'{"event_id": "\xff\xfe' + b + b'", "event_type": "x"}'
     ),
+    # What Python's json reads but JSON and the database do not have.
+    st.sampled_from(["NaN", "Infinity", "-Infinity"]).map(
+        lambda n: f'{{"event_id": "n", "event_type": "x", "data": {{"v": {n}}}}}'.encode()
+    ),
+    st.sampled_from(["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+00:01"]).map(
+        lambda t: f'{{"event_id": "t", "event_type": "x", "occurred_at": "{t}"}}'.encode()
+    ),
 )
 
 

@@ -418,3 +418,32 @@ async def test_a_redelivered_result_resends_the_current_heads(engine: AsyncEngin
     assert [(r.run_id, r.token) for r in await again(True)] == [(head.run_id, head.token)]
     await dispatch(engine, head, at(1))
     assert await again(True) == [], "a dispatched run is not re-sent"
+
+
+async def test_a_result_that_changes_nothing_says_why(engine: AsyncEngine) -> None:
+    out = await enqueue(engine, plan(lane=None), interval_s=0)
+    assert out is not None
+    [request] = out.requests
+
+    def result(run_id: int, attempt: int) -> JobResult:
+        return JobResult(
+            run_id=run_id,
+            attempt=attempt,
+            result=3,
+            status="succeeded",
+            started_at=T0,
+            finished_at=T0,
+            executor="x1",
+        )
+
+    async def reasons(*results: JobResult) -> dict[int, str]:
+        done = await tx(engine, lambda c: ledger.record(c, [], results, interval_s=0, now=T0))
+        return done.ignored
+
+    assert await reasons(result(request.run_id, 1)) == {0: "not_running"}, "not dispatched yet"
+    sent = await dispatch(engine, request, T0)
+    both = await reasons(result(sent.run_id, 1), result(sent.run_id, 1))
+    assert both == {1: "already_recorded"}, "the first of the batch counts, its copy does not"
+    assert await reasons(
+        result(sent.run_id, 1), result(sent.run_id, 2), result(sent.run_id + 1000, 1)
+    ) == {0: "already_recorded", 1: "future_attempt", 2: "unknown_run"}

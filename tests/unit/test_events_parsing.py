@@ -61,6 +61,12 @@ def test_id_and_type_fall_back_to_the_message_id_and_routing_key() -> None:
         (b'{"event_id": "e\\u0000", "event_type": "x"}', "NUL character"),
         (b'{"event_id": "e", "event_type": "x", "data": {"\\u0000": 1}}', "NUL character"),
         (b'{"event_id": "e", "event_type": "x", "data": {"s": "\\ud800"}}', "surrogate"),
+        (b'{"event_id": "e", "event_type": "x", "data": {"n": NaN}}', "NaN is not a JSON number"),
+        (b'{"event_id": "e", "event_type": "x", "data": [-Infinity]}', "Infinity is not a JSON"),
+        (
+            b'{"event_id": "e", "event_type": "x", "occurred_at": "9999-12-31T23:59:59-23:59"}',
+            "occurred_at: Value error, a time outside the years 1 to 9999 in UTC",
+        ),
     ],
 )
 def test_bad_input_says_why(body: bytes, reason: str) -> None:

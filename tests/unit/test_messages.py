@@ -3,13 +3,22 @@ and what executors report can always be stored."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import get_args
 
 import pytest
 from pydantic import ValidationError
 
-from jobmanager.core.messages import Event, JobResult, RunNotice, RunStarted, RunState
+from jobmanager.core.messages import (
+    MAX_FEEDBACK,
+    MAX_OUTPUT_TAIL,
+    Event,
+    JobResult,
+    RunNotice,
+    RunStarted,
+    RunState,
+)
 
 
 def notice(state: RunState) -> RunNotice:
@@ -65,3 +74,43 @@ def test_a_time_without_an_offset_is_utc() -> None:
 def test_an_executor_name_longer_than_the_ledger_holds_is_invalid() -> None:
     with pytest.raises(ValidationError):
         RunStarted(run_id=1, attempt=1, executor="x" * 201, started_at=datetime.now(UTC))
+
+
+def _result(**fields: object) -> JobResult:
+    body = {
+        "run_id": 1,
+        "attempt": 1,
+        "result": 2,
+        "status": "failed",
+        "started_at": "2026-12-03T10:00:00Z",
+        "finished_at": "2026-12-03T10:00:01Z",
+        "executor": "x",
+        **fields,
+    }
+    return JobResult.model_validate_json(json.dumps(body))
+
+
+def test_feedback_and_output_beyond_the_contract_are_cut_and_marked() -> None:
+    huge = "a" * 1_000_000 + "THE END"
+    result = _result(feedback="THE START" + huge, output_tail=huge)
+    assert len(result.feedback) <= MAX_FEEDBACK
+    assert result.feedback.startswith("THE START")
+    assert result.feedback.endswith(f"[… {1_000_016 - (MAX_FEEDBACK - 48)} characters omitted]")
+    assert len(result.output_tail) <= MAX_OUTPUT_TAIL
+    assert result.output_tail.startswith("[… ") and result.output_tail.endswith("aTHE END")
+    fits = "b" * MAX_FEEDBACK
+    assert _result(feedback=fits, output_tail=fits).feedback == fits
+
+
+@pytest.mark.parametrize(("result", "status"), [(3, "failed"), (2, "succeeded")])
+def test_a_result_whose_status_contradicts_its_code_is_invalid(result: int, status: str) -> None:
+    with pytest.raises(ValidationError, match="contradicts"):
+        _result(result=result, status=status)
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
+def test_a_time_with_no_utc_form_is_invalid(moment: str) -> None:
+    with pytest.raises(ValidationError, match="outside the years 1 to 9999"):
+        Event.model_validate({"event_id": "e", "event_type": "t", "occurred_at": moment})
+    with pytest.raises(ValidationError, match="outside the years 1 to 9999"):
+        _result(finished_at=moment)

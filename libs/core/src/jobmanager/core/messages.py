@@ -11,9 +11,18 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_ID = 200
+# What the ledger keeps of a result, whatever an executor sends: the feedback's beginning and
+# the output's end, each cut to this many characters with the cut marked.
+MAX_FEEDBACK = 65_536
+MAX_OUTPUT_TAIL = 65_536
+# The largest message the matcher reads from the results queue: an honest result within the
+# bounds above is far smaller, even with every character escaped.
+MAX_RESULT_BYTES = 1 << 20
+# Room kept for the marker, "[… N characters omitted]" with its line break.
+_MARKER_ROOM = 48
 
 
 def _storable(text: str) -> str:
@@ -28,13 +37,42 @@ def _storable(text: str) -> str:
     return text
 
 
+def _omitted(count: int) -> str:
+    return f"[… {count} characters omitted]"
+
+
+def keep_beginning(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` characters, else its beginning and a marker of the cut."""
+    if len(text) <= limit:
+        return text
+    kept = text[: max(0, limit - _MARKER_ROOM)]
+    return f"{kept}\n{_omitted(len(text) - len(kept))}"
+
+
+def keep_end(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` characters, else a marker of the cut and its end."""
+    if len(text) <= limit:
+        return text
+    kept = text[len(text) - max(0, limit - _MARKER_ROOM) :]
+    return f"{_omitted(len(text) - len(kept))}\n{kept}"
+
+
 def _aware(moment: datetime) -> datetime:
     # A time without an offset is taken as UTC, whichever path stores or compares it.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        # The ledger stores times in UTC: one that has no UTC form (9999-12-31T23:59-23:59)
+        # is refused here, with the reason, instead of failing its whole batch in the database.
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time outside the years 1 to 9999 in UTC") from None
+    return moment
 
 
 # Text an executor reports that the ledger stores.
 ReportedText = Annotated[str, AfterValidator(_storable)]
+Feedback = Annotated[ReportedText, AfterValidator(lambda text: keep_beginning(text, MAX_FEEDBACK))]
+OutputTail = Annotated[ReportedText, AfterValidator(lambda text: keep_end(text, MAX_OUTPUT_TAIL))]
 # A time another system sends: with an offset, or UTC.
 Timestamp = Annotated[datetime, AfterValidator(_aware)]
 
@@ -44,6 +82,10 @@ class ResultCode(IntEnum):
 
     FAILED = 2
     SUCCEEDED = 3
+
+
+# The `status` a result's code goes with (and its routing key, `run.<status>`).
+_STATUS: dict[int, str] = {ResultCode.FAILED: "failed", ResultCode.SUCCEEDED: "succeeded"}
 
 
 class Message(BaseModel):
@@ -107,11 +149,22 @@ class JobResult(Message):
     attempt: int
     result: Literal[2, 3]
     status: Literal["succeeded", "failed"]
-    feedback: ReportedText = ""
+    feedback: Feedback = Field(
+        default="", description=f"at most {MAX_FEEDBACK} characters are kept: the beginning"
+    )
     started_at: Timestamp
     finished_at: Timestamp
     executor: ReportedText = Field(max_length=MAX_ID)
-    output_tail: ReportedText = ""
+    output_tail: OutputTail = Field(
+        default="", description=f"at most {MAX_OUTPUT_TAIL} characters are kept: the end"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobResult:
+        # `result` decides the outcome; a `status` that says otherwise is a broken executor.
+        if self.status != _STATUS[self.result]:
+            raise ValueError(f"result {self.result} contradicts status {self.status!r}")
+        return self
 
     @property
     def routing_key(self) -> str:

@@ -24,6 +24,8 @@
 --   missing   an operator action's run does not exist: `note` says so;
 --   conflict  an operator action the run's state does not allow: `note` says why;
 --   paused, resumed  a job was paused or resumed: `payload` is {job_id, job, reason}.
+--   ignored   the result at `item` changed nothing: `note` says why (unknown_run,
+--             future_attempt, already_recorded, not_running).
 -- Parameters end in `_` where a bare name would be a column's too.
 
 -- When a lane's next run may start: the interval after its last run finished.
@@ -686,6 +688,21 @@ BEGIN
     END IF;
     IF again IS NOT NULL THEN
         RETURN QUERY SELECT * FROM ledger_resend(again, now_);
+    END IF;
+
+    -- The results that changed nothing, each with its reason (the caller counts and logs
+    -- them): looked up only when some result of the batch was not recorded.
+    IF coalesce(cardinality(ended_items), 0) < jsonb_array_length(results) THEN
+        RETURN QUERY
+        SELECT 'ignored'::text, x.n, NULL::runs, NULL::jsonb,
+               CASE WHEN r.id IS NULL THEN 'unknown_run'
+                    WHEN x.attempt > r.attempt THEN 'future_attempt'
+                    WHEN a.result IS NOT NULL THEN 'already_recorded'
+                    ELSE 'not_running' END
+        FROM jsonb_to_recordset(results) AS x(n int, run_id bigint, attempt int)
+        LEFT JOIN runs AS r ON r.id = x.run_id
+        LEFT JOIN attempts AS a ON a.run_id = x.run_id AND a.attempt = x.attempt
+        WHERE x.n <> ALL(coalesce(ended_items, '{}'));
     END IF;
 END
 $$;

@@ -73,6 +73,8 @@ class Changes:
 
     outbox: Outbox = field(default_factory=Outbox)
     recorded: list[bool] = field(default_factory=list)
+    # Why a result that changed nothing was ignored, by its index (`ledger_record` only).
+    ignored: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,6 +158,8 @@ def collect(
                     at=now,
                 )
             )
+        elif row.kind == "ignored":
+            done.ignored[row.item] = row.note
         elif row.kind in ("missing", "conflict") and refused is not None:
             refused[row.item] = row.note
         elif row.kind == "missing":

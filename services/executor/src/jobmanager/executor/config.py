@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from jobmanager.core.config import ServiceSettings
+from jobmanager.core.messages import MAX_FEEDBACK, MAX_OUTPUT_TAIL
 
 
 def default_scripts_dir() -> Path:
@@ -32,9 +33,10 @@ class ExecutorSettings(ServiceSettings):
     concurrency: int = Field(default=4, ge=1, le=256)
     executor_id: str = Field(default_factory=default_executor_id, min_length=1, max_length=200)
     # Output kept with a result (what operators see) and stdout kept to find the result line.
-    output_tail_bytes: int = Field(default=4096, ge=256, le=1024 * 1024)
+    # At most what the ledger keeps of a result (the contract's bounds).
+    output_tail_bytes: int = Field(default=4096, ge=256, le=MAX_OUTPUT_TAIL)
     result_scan_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    feedback_max_chars: int = Field(default=4000, ge=100, le=1024 * 1024)
+    feedback_max_chars: int = Field(default=4000, ge=100, le=MAX_FEEDBACK)
     # After an executable exits, how long to keep reading pipes its leftover children hold.
     exit_drain_s: float = Field(default=0.25, gt=0, le=10)
     # How often the executor reports its scripts and load (executor.report).

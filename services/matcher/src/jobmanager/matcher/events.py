@@ -65,7 +65,7 @@ def parse_event(
     if len(body) > max_bytes:
         raise BadEvent(f"too large: {len(body)} bytes (limit {max_bytes})")
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_constant=_not_a_number)
     except RecursionError:
         raise BadEvent(f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # also invalid UTF-8
@@ -165,6 +165,12 @@ class EventsHandler:
             len(planned),
             extra={"event_id": event.event_id},
         )
+
+
+def _not_a_number(name: str) -> object:
+    # Python's json reads NaN and Infinity, which JSON does not have and which would be
+    # stored as null without a word.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _json_kind(value: object) -> str:

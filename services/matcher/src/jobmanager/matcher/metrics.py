@@ -26,6 +26,11 @@ DISPATCH_LAG = Histogram(
 LANE_BACKLOG = Gauge("jobmanager_lane_backlog", "Runs waiting in the queue")
 PAUSED_JOBS = Gauge("jobmanager_jobs_paused", "Jobs paused (by an operator or the breaker)")
 HELD_RUNS = Gauge("jobmanager_runs_held", "Lane heads waiting for their job's concurrency limit")
+# Results that changed nothing: for an unknown run, a future attempt, an attempt already
+# recorded, or a run not dispatched (the reasons `ledger_record` gives).
+RESULTS_IGNORED = Counter(
+    "jobmanager_results_ignored", "Results that changed nothing, by reason", ["reason"]
+)
 
 
 def observe_dispatched(work: list[JobRequest], now: datetime) -> None:

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
-from jobmanager.core.messages import ExecutorReport, JobResult, RunStarted
+from jobmanager.core.logs import Throttled
+from jobmanager.core.messages import MAX_RESULT_BYTES, ExecutorReport, JobResult, RunStarted
 from jobmanager.matcher.catalogue import Catalogue
-from jobmanager.matcher.metrics import RUN_SECONDS, count_published
+from jobmanager.matcher.metrics import RESULTS_IGNORED, RUN_SECONDS, count_published
 from jobmanager.store import db, executors, ledger
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class ResultsHandler:
         self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
+        # A forged or replayed stream of results must not flood the log.
+        self._ignored = Throttled(log)
 
     async def __call__(self, messages: list[AbstractIncomingMessage]) -> consumer.Later:
         """A batch of starts and results in one statement (`ledger.record`); executor
@@ -47,17 +50,37 @@ class ResultsHandler:
         reports: list[tuple[AbstractIncomingMessage, ExecutorReport]] = []
         for message in messages:
             key = message.routing_key
+            if len(message.body) > MAX_RESULT_BYTES:
+                # Not parsed at all: parsing alone would cost a multiple of its size.
+                await self._publisher.park(
+                    message, f"too large: {len(message.body)} bytes (limit {MAX_RESULT_BYTES})"
+                )
+                continue
             try:
                 if key == "run.started":
                     started.append((message, RunStarted.model_validate_json(message.body)))
                 elif key in ("run.succeeded", "run.failed"):
-                    results.append((message, JobResult.model_validate_json(message.body)))
+                    result = JobResult.model_validate_json(message.body)
+                    if result.routing_key != key:
+                        # Which one is true cannot be known: neither is recorded.
+                        await self._publisher.park(
+                            message,
+                            f"inconsistent result: routing key {key} but result {result.result}"
+                            f" ({result.status})",
+                        )
+                        continue
+                    results.append((message, result))
                 elif key == ExecutorReport.routing_key:
                     reports.append((message, ExecutorReport.model_validate_json(message.body)))
                 else:
                     await self._publisher.park(message, f"unknown routing key {key!r}")
             except ValidationError as exc:
-                await self._publisher.park(message, f"invalid {key} message: {exc.errors()[:3]}")
+                # Locations and messages only: the input itself may be megabytes.
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                    for e in exc.errors()[:3]
+                )
+                await self._publisher.park(message, f"invalid {key} message: {problems}")
         if reports:
             async with self._engine.begin() as conn:
                 for _, report in reports:
@@ -78,6 +101,17 @@ class ResultsHandler:
             )
         await done.outbox.publish(self._publisher, now=now)
         count_published(done.outbox, now)
+        for n, reason in done.ignored.items():
+            result = results[n][1]
+            RESULTS_IGNORED.labels(reason).inc()
+            self._ignored.warning(
+                reason,
+                "result for run %d attempt %d from %s ignored: %s",
+                result.run_id,
+                result.attempt,
+                result.executor,
+                reason.replace("_", " "),
+            )
         jobs = {notice.run_id: notice.job for notice in done.outbox.notices}
         for (_, result), recorded in zip(results, done.recorded, strict=True):
             if recorded:
