@@ -92,3 +92,24 @@ async def test_a_debounced_runs_page_lists_the_events_it_absorbed(admin: Admin) 
     assert page["absorbed_events"] == ["burst-0", "burst-1"]
     first = (await admin.client.get(f"{API}/runs/{survivor['id'] - 2}")).json()
     assert first["state"] == "superseded" and first["superseded_by"] == survivor["id"] - 1
+
+
+async def test_the_queue_says_which_runs_wait_for_their_paused_job(admin: Admin) -> None:
+    paused_id, running_id = await _job(admin), await _job(admin)
+    operator = {"Authorization": f"Bearer {await admin.key('operator')}"}
+    lane = f"pause-{uuid.uuid4().hex[:6]}"
+    for job_id in (paused_id, running_id):
+        planned = PlannedRun(
+            job_id=job_id, job_name=f"j{job_id}", script="noop", command="c", lane=lane
+        )
+        event = Event(event_id=uuid.uuid4().hex, event_type="x")
+        async with admin.engine.begin() as conn:
+            await ledger.enqueue(conn, [(event, [planned])], interval_s=0, now=datetime.now(UTC))
+    assert (await admin.client.post(f"{API}/jobs/{paused_id}/pause", headers=operator)).is_success
+    for order in ("newest", "start"):
+        items = await admin.client.get(f"{API}/queue", params={"lane": lane, "order": order})
+        paused = {run["job_id"]: run["paused"] for run in items.json()["items"]}
+        assert paused == {paused_id: True, running_id: False}, order
+    assert (await admin.client.post(f"{API}/jobs/{paused_id}/resume", headers=operator)).is_success
+    items = (await admin.client.get(f"{API}/queue", params={"lane": lane})).json()["items"]
+    assert [run["paused"] for run in items] == [False, False]

@@ -61,3 +61,20 @@ async def test_the_queue_shows_the_events_a_debounced_run_absorbed(
     await expect(page.get_by_text("(debounced: 2 earlier events)")).to_be_visible()
     [run] = await console.runs("queue", job)
     await console.api.delete(f"{API}/queue/{run['id']}")  # nothing left behind
+
+
+async def test_the_queue_shows_a_paused_jobs_runs_as_paused(console: Console, page: Page) -> None:
+    job = await console.job()
+    await console.api.post(f"{API}/jobs/{job['id']}/pause")
+    await console.publish(job)
+
+    async def queued() -> bool:
+        return len(await console.runs("queue", job)) == 1
+
+    await console.until(queued)
+    await sign_in(page, console, await console.key("viewer"), f"/queue?job={job['name']}")
+    line = page.get_by_role("row").filter(has_text=job["name"])
+    await expect(line).to_contain_text("paused until its job is resumed")
+    [run] = await console.runs("queue", job)
+    await console.api.delete(f"{API}/queue/{run['id']}")  # nothing left behind
+    await console.api.post(f"{API}/jobs/{job['id']}/resume")

@@ -34,11 +34,12 @@ from jobmanager.admin.routes.common import (
 from jobmanager.admin.schemas import Page, RunDetail, RunOut
 from jobmanager.admin.state import DB, Pub
 from jobmanager.store import ledger, settings
-from jobmanager.store.models import QUEUE_STATES, Lane, Run
+from jobmanager.store.models import QUEUE_STATES, Job, Lane, Run
 
 router = auth_router(prefix=API, tags=["queue"])
 runs = cast(Table, Run.__table__)
 lanes = cast(Table, Lane.__table__)
+jobs = cast(Table, Job.__table__)
 
 
 class QueueRunOut(RunOut):
@@ -46,6 +47,9 @@ class QueueRunOut(RunOut):
         description="its place in its lane's order: 1 is the run the lane runs now or next, "
         "2 the one after it, and so on; null for a run without a lane (and, newest first, "
         "for a run more than 1,000 runs back in its lane)"
+    )
+    paused: bool = Field(
+        False, description="waiting because its job is paused: it runs once the job is resumed"
     )
 
 
@@ -114,8 +118,21 @@ async def _by_start(
     rows = rows[:limit]
     last = rows[-1] if more else None
     next_cursor = encode_cursor([last.rank, last.waiting, last.due, last.id]) if last else None
-    items = [QueueRunOut(**run_out(row).model_dump(), position=row.position) for row in rows]
+    paused = await _paused_jobs(conn)
+    items = [
+        QueueRunOut(
+            **run_out(row).model_dump(),
+            position=row.position,
+            paused=row.state == "queued" and row.job_id in paused,
+        )
+        for row in rows
+    ]
     return Page(items=items, next_cursor=next_cursor)
+
+
+async def _paused_jobs(conn: AsyncConnection) -> set[int]:
+    """The jobs paused now (a handful at most: read whole, not joined to every row)."""
+    return set(await conn.scalars(select(jobs.c.id).where(jobs.c.paused)))
 
 
 async def _positions(conn: AsyncConnection, page: Page[RunOut]) -> dict[int, int]:
@@ -177,7 +194,15 @@ async def queue(
             return await _by_start(conn, filters, limit=limit, cursor=cursor)
         page = await list_runs(conn, "queue", filters, limit=limit, cursor=cursor)
         places = await _positions(conn, page)
-    items = [QueueRunOut(**run.model_dump(), position=places.get(run.id)) for run in page.items]
+        paused = await _paused_jobs(conn)
+    items = [
+        QueueRunOut(
+            **run.model_dump(),
+            position=places.get(run.id),
+            paused=run.state == "queued" and run.job_id in paused,
+        )
+        for run in page.items
+    ]
     return Page(items=items, next_cursor=page.next_cursor)
 
 

@@ -23,6 +23,7 @@ function startsAt(run) {
     return run.started_at ? countdown(run.started_at, { since: true, prefix: "running for " }) : "running";
   }
   if (run.state === "dispatched") return h("span", {}, "dispatched ", time(run.dispatched_at));
+  if (run.paused) return h("span", {}, badge("paused"), h("span", { class: "muted" }, " until its job is resumed"));
   if (run.held) return h("span", { class: "muted" }, "held by its job's concurrency limit");
   if (run.execute_now) return h("span", {}, "next (Execute Now)");
   if (run.not_before) {
