@@ -14,6 +14,7 @@ from rich.table import Table
 
 from bench.api import Api
 from bench.celery_baseline import CeleryResult
+from bench.debounce import Debounce
 from bench.e2e import Interval, Latency, Throughput
 from bench.matching import Matching
 from bench.memory import Memory
@@ -58,6 +59,8 @@ PRECISION: dict[str, int] = {
     "skeleton_runs_per_s": 1,
     "skeleton_vs_celery": 2,
     "e2e_vs_skeleton": 2,
+    "debounce_cost_vs_plain": 2,
+    "debounce_us_per_event": 0,
     "matcher_core_wait_pct": 0,
     "skeleton_p50_ms": 1,
     "skeleton_p99_ms": 1,
@@ -95,6 +98,7 @@ class Report:
     skeleton: SkeletonResult | None = None
     interval: Interval | None = None
     matching: Matching | None = None
+    debounce: Debounce | None = None
     api: Api | None = None
     memory: Memory | None = None
     failures: dict[str, str] = field(default_factory=dict)
@@ -143,6 +147,8 @@ class Report:
             "skeleton_runs_per_s": skeleton,
             "skeleton_vs_celery": skeleton / celery,
             "e2e_vs_skeleton": e2e / skeleton,
+            "debounce_cost_vs_plain": _get(self.debounce, lambda d: d.ratio),
+            "debounce_us_per_event": _get(self.debounce, lambda d: d.debounced_us),
             "matcher_core_wait_pct": _get(
                 self.latency, lambda x: 100 * x.cores["matcher"][1] if x.cores else NAN
             ),
@@ -287,6 +293,21 @@ class Report:
         )
         row("matcher plan(), 10,000 jobs", "match_cost_10k_us", f["match_cost_10k_us"], "us", "")
         row("match cost 10k / 10", "match_cost_10k_vs_10", f["match_cost_10k_vs_10"], "x", "")
+        d = self.debounce
+        row(
+            "debounced burst, per event",
+            "debounce_us_per_event",
+            f["debounce_us_per_event"],
+            "us",
+            d.note() if d else self._why("debounce"),
+        )
+        row(
+            "debounced / plain burst",
+            "debounce_cost_vs_plain",
+            f["debounce_cost_vs_plain"],
+            "x",
+            "the same burst without debounce queues every event's run",
+        )
         a = self.api
         row(
             "GET /queue p99",

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractConnection
 
-from bench import api, celery_baseline, e2e, matching, memory, relay, skeleton
+from bench import api, celery_baseline, debounce, e2e, matching, memory, relay, skeleton
 from bench.e2e import Setting
 from bench.infra import Driver, Infra, disturbed, driver
 from bench.profiling import Profiler
@@ -59,6 +59,7 @@ class Plan:
     interval_runs: int
     match_rounds: int
     match_calls: int
+    debounce_bursts: int
     api_runs: int
     api_sequential: int
     api_concurrent: int
@@ -81,6 +82,7 @@ FULL = Plan(
     interval_runs=61,
     match_rounds=10,
     match_calls=2_000,
+    debounce_bursts=20,
     api_runs=1_000_000,
     api_sequential=150,
     api_concurrent=10,
@@ -101,6 +103,7 @@ QUICK = Plan(
     interval_runs=31,
     match_rounds=5,
     match_calls=1_000,
+    debounce_bursts=6,
     api_runs=100_000,
     api_sequential=40,
     api_concurrent=5,
@@ -241,6 +244,12 @@ async def measure(
             broker,
             "matching",
             lambda _: matching.measure(infra, rounds=plan.match_rounds, calls=plan.match_calls),
+        )
+        report.debounce = await attempt(
+            report,
+            broker,
+            "debounce",
+            lambda _: debounce.measure(infra, bursts=plan.debounce_bursts),
         )
         report.api = await attempt(
             report,
