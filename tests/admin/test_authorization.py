@@ -247,6 +247,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", f"{API}/scripts"): nothing,
     ("GET", f"{API}/executors"): nothing,
     ("GET", f"{API}/stats"): nothing,
+    ("GET", f"{API}/activity"): nothing,
     ("GET", f"{API}/keys"): nothing,
     ("POST", f"{API}/keys"): new_key,
     ("DELETE", f"{API}/keys/{{key_id}}"): a_key,

@@ -23,6 +23,7 @@ from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.limits import RequestLimits
 from jobmanager.admin.metrics import Metrics
 from jobmanager.admin.routes import (
+    activity,
     bulk,
     finished,
     health,
@@ -109,7 +110,18 @@ def create_app(config: AdminSettings) -> FastAPI:
     # Before health's router: its `/docs` (Swagger UI from a CDN) is replaced by this one.
     app.include_router(apidocs.router)
     app.include_router(health.router)
-    for module in (jobs, pausing, queue, finished, bulk, settings, overview, keys, whoami):
+    for module in (
+        jobs,
+        pausing,
+        queue,
+        finished,
+        bulk,
+        settings,
+        overview,
+        activity,
+        keys,
+        whoami,
+    ):
         app.include_router(module.router)
     app.include_router(console.router)
     return app
