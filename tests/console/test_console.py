@@ -46,7 +46,7 @@ async def waiting_run(console: Console, job: dict[str, Any]) -> int:
 
 async def test_sign_in_with_an_api_key(console: Console, page: Page) -> None:
     await page.goto(console.url + "/")
-    await expect(page).to_have_url(re.compile(r"/sign-in\?next=%2Fqueue$"))
+    await expect(page).to_have_url(re.compile(r"/sign-in\?next=%2Foverview$"))
 
     await page.get_by_label("API key").fill("jm_not-a-key-anybody-issued")
     await page.get_by_role("button", name="Sign in").click()
@@ -61,9 +61,9 @@ async def test_sign_in_with_an_api_key(console: Console, page: Page) -> None:
     key = await console.key("operator")
     await page.get_by_label("API key").fill(key)
     await page.get_by_role("button", name="Sign in").click()
-    await expect(page).to_have_url(re.compile(r"/queue$"))
+    await expect(page).to_have_url(re.compile(r"/overview$"))
     await expect(page.locator("[data-who]")).to_contain_text("(operator)")
-    await expect(page.get_by_role("link", name=re.compile("^Queue"))).to_have_attribute(
+    await expect(page.get_by_role("link", name=re.compile("^Overview"))).to_have_attribute(
         "aria-current", "page"
     )
 

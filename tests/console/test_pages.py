@@ -15,7 +15,7 @@ from jobmanager.admin.app import create_app
 from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.console import pages
 
-PAGES = ["/sign-in", "/jobs", "/queue", "/executed", "/failed", "/runs/42"]
+PAGES = ["/sign-in", "/overview", "/jobs", "/queue", "/executed", "/failed", "/runs/42"]
 
 
 @pytest.fixture
@@ -34,10 +34,10 @@ def test_every_console_route_is_public_by_declaration() -> None:
         assert route.include_in_schema is False, f"{route.path} is not part of the API"
 
 
-async def test_the_console_opens_on_the_queue(client: httpx.AsyncClient) -> None:
+async def test_the_console_opens_on_the_overview(client: httpx.AsyncClient) -> None:
     response = await client.get("/")
     assert response.status_code == 303
-    assert response.headers["location"] == "/queue"
+    assert response.headers["location"] == "/overview"
 
 
 @pytest.mark.parametrize("path", PAGES)

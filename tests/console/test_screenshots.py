@@ -33,7 +33,7 @@ async def shoot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ROOT / TARGET / f"console-{name}.png"))
 
 
-async def test_screenshots_of_the_four_pages(console: Console, page: Page) -> None:
+async def test_screenshots_of_the_pages(console: Console, page: Page) -> None:
     sample = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text(encoding="utf-8"))
     for job in sample["jobs"]:
         assert (await console.api.post(f"{API}/jobs", json=job)).status_code == 201
@@ -71,6 +71,10 @@ async def test_screenshots_of_the_four_pages(console: Console, page: Page) -> No
         await page.get_by_role("link", name=re.compile(f"^{name}", re.IGNORECASE)).click()
         await expect(page.locator("tbody tr[data-key]").first).to_be_visible()
         await shoot(page, name)
+
+    await page.get_by_role("link", name=re.compile("^Overview")).click()
+    await expect(page.locator("[data-chart] canvas")).to_be_visible()
+    await shoot(page, "overview")
 
     await page.get_by_role("link", name=re.compile("^Failed Jobs")).click()
     await page.locator("tbody tr[data-key] a").first.click()

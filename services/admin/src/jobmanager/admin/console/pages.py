@@ -40,6 +40,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 TABS = [
+    ("overview", "Overview", "/overview"),
     ("jobs", "Jobs", "/jobs"),
     ("queue", "Queue", "/queue"),
     ("executed", "Executed Jobs", "/executed"),
@@ -87,13 +88,18 @@ def _page(template: str, page: str, title: str, **context: Any) -> HTMLResponse:
 
 @router.get("/")
 async def home(_: Public) -> RedirectResponse:
-    """The console opens on the Queue, the page operators watch."""
-    return RedirectResponse("/queue", status_code=303)
+    """The console opens on the Overview: the whole system at a glance."""
+    return RedirectResponse("/overview", status_code=303)
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
 async def sign_in(_: Public) -> HTMLResponse:
     return _page("sign_in.html", "sign-in", "Sign in")
+
+
+@router.get("/overview", response_class=HTMLResponse)
+async def overview(_: Public) -> HTMLResponse:
+    return _page("overview.html", "overview", "Overview")
 
 
 @router.get("/jobs", response_class=HTMLResponse)

@@ -11,7 +11,7 @@ const form = $("#sign-in-form");
 function nextPage() {
   const next = params.get("next") || "";
   const ours = next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/sign-in");
-  return ours ? next : "/queue";
+  return ours ? next : "/overview";
 }
 
 if (params.get("reason") === "expired") {
