@@ -163,8 +163,21 @@ def test_the_matcher_binds_and_consumes_a_server_named_control_queue() -> None:
         assert allows(matcher.read, queue), queue
     assert allows(matcher.write, DEFAULT_EXCHANGE)
     for p in permissions.permissions(TOPOLOGY):
-        if p.role != "matcher":
+        if p.role not in ("matcher", "executor"):
             assert not allows(p.configure, control), p.role
+
+
+def test_the_executor_binds_a_server_named_cancel_queue_and_cannot_cancel() -> None:
+    executor = role("executor")
+    t = TOPOLOGY
+    queue = "amq.gen-JzTY20BRgKO-HjmUJj0wLg"
+    for expression in (executor.configure, executor.write, executor.read):
+        assert allows(expression, queue)
+    assert allows(executor.read, t.executor_control_exchange)
+    assert not allows(executor.read, t.control_exchange), "the matchers' broadcasts"
+    assert not allows(executor.write, t.executor_control_exchange), "cancels come from others"
+    for sender in ("admin", "matcher"):
+        assert allows(role(sender).write, t.executor_control_exchange), sender
 
 
 def test_the_admin_publishes_requests_notices_and_broadcasts() -> None:

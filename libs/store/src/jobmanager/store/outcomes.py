@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Row, TextualSelect, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from jobmanager.core.messages import JobNotice, JobRef, JobRequest, RunNotice
+from jobmanager.core.messages import CancelRequest, JobNotice, JobRef, JobRequest, RunNotice
 from jobmanager.store.outbox import Outbox
 
 
@@ -153,6 +153,16 @@ def collect(
                     job=row.payload["job"],
                     state=row.kind,
                     reason=row.payload["reason"],
+                    at=now,
+                )
+            )
+        elif row.kind == "cancel":
+            outbox.cancels.append(
+                CancelRequest(
+                    run_id=row.id,
+                    attempt=row.payload["attempt"],
+                    by=row.payload["by"],
+                    grace_s=row.payload["grace_s"],
                     at=now,
                 )
             )
