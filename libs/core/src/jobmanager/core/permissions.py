@@ -27,10 +27,11 @@ from aio_pika.abc import AbstractChannel
 from jobmanager.core.topology import Topology
 
 DEFAULT_EXCHANGE = "amq.default"
-# The names RabbitMQ gives server-named queues (`declare_queue()` without a name). Clients
-# cannot declare names under `amq.` themselves, and such a queue is exclusive to the
-# connection that declared it.
-SERVER_NAMED = r"amq\.gen-.*"
+# The names of the services' exclusive queues: those RabbitMQ gives server-named queues
+# (clients cannot declare names under `amq.` themselves), and those aio-pika's robust
+# channels give a queue declared without a name (`amq_` and a UUID's 32 hex digits, chosen
+# by the client so that the queue is declared again under its name after a reconnect).
+SERVER_NAMED = r"amq\.gen-.*|amq_[0-9a-f]{32}"
 NOTHING = "^$"
 
 ROLES = ("matcher", "admin", "executor", "channel-manager")
