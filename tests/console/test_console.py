@@ -437,3 +437,17 @@ async def test_a_run_waiting_for_a_retry_shows_its_feedback(console: Console, pa
     await expect(line).to_have_count(0)
     [run] = await console.until(lambda: console.runs("executed", job))
     assert (run["attempt"], run["feedback"]) == (2, "succeeded on attempt 2")
+
+
+async def test_the_job_form_sets_the_cancel_grace(console: Console, page: Page) -> None:
+    job = await console.job()
+    await sign_in(page, console, await console.key("admin"), f"/jobs?q={job['name']}")
+    line = page.get_by_role("row").filter(has_text=job["name"])
+    await line.get_by_role("button", name="Edit").click()
+    dialog = page.get_by_role("dialog", name=f"Edit job {job['name']}")
+    grace = dialog.get_by_label("Cancel grace: SIGTERM to SIGKILL (seconds)")
+    await expect(grace).to_have_value("10")
+    await grace.fill("2.5")
+    await dialog.get_by_role("button", name="Save job").click()
+    await expect(dialog).to_be_hidden()
+    assert (await console.api.get(f"{API}/jobs/{job['id']}")).json()["cancel_grace_s"] == 2.5
