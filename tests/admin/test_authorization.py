@@ -226,6 +226,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", f"{API}/queue"): nothing,
     ("DELETE", f"{API}/queue/{{run_id}}"): queued_run,
     ("POST", f"{API}/queue/{{run_id}}/execute-now"): queued_run,
+    ("POST", f"{API}/queue/{{run_id}}/cancel"): queued_run,
     ("GET", f"{API}/runs/{{run_id}}"): succeeded_run,
     ("GET", f"{API}/executed"): nothing,
     ("DELETE", f"{API}/executed/{{run_id}}"): succeeded_run,
@@ -309,6 +310,7 @@ def test_every_operation_declares_a_role() -> None:
 OPERATOR_ACTIONS = {
     ("DELETE", f"{API}/queue/{{run_id}}"),
     ("POST", f"{API}/queue/{{run_id}}/execute-now"),
+    ("POST", f"{API}/queue/{{run_id}}/cancel"),  # SPEC §12
     ("POST", f"{API}/failed/{{run_id}}/execute"),
     ("POST", f"{API}/failed/execute"),  # SPEC §13: bulk, the roles of the single actions
     ("POST", f"{API}/queue/remove"),
@@ -319,9 +321,9 @@ OPERATOR_ACTIONS = {
 
 def specified_role(method: str, path: str) -> str:
     """The role SPEC §7 gives an operation: viewer reads, operator removes and executes (and,
-    §12, pauses and resumes a job), admin does the rest (jobs, settings, cleanup, deletes,
-    keys). Outside the API everything is public: health, metrics, the documentation and the
-    console's pages (which hold no data)."""
+    §12, cancels a run, pauses and resumes a job), admin does the rest (jobs, settings,
+    cleanup, deletes, keys). Outside the API everything is public: health, metrics, the
+    documentation and the console's pages (which hold no data)."""
     if not path.startswith(f"{API}/"):
         return "public"
     if path.startswith(f"{API}/keys"):

@@ -1,5 +1,5 @@
 """The console's four pages and the run detail in Chromium, each action checked against the
-API afterwards: sign in, add a job, a run through Queue to Executed, Remove, Execute Now,
+API afterwards: sign in, add a job, a run through Queue to Executed, Remove, Cancel, Execute Now,
 Execute a failed run, Auto Cleanup, and what each role sees."""
 
 from __future__ import annotations
@@ -260,6 +260,29 @@ async def test_set_the_interval_and_remove_a_waiting_run(console: Console, page:
         await console.set_interval(0)
 
 
+async def test_cancel_a_running_run(console: Console, page: Page) -> None:
+    job = await console.job(script="sleepy", command_template="60", lane=None)
+    await sign_in(page, console, await console.key("operator"), f"/queue?job={job['name']}")
+    await console.publish(job)
+
+    async def running() -> int | None:
+        items = [r for r in await console.runs("queue", job) if r["state"] == "running"]
+        return items[0]["id"] if items else None
+
+    run_id = int(await console.until(running))
+    line = row(page, run_id)
+    await expect(line).to_contain_text("running")
+    await expect(line.get_by_role("button", name="Remove")).to_have_count(0)
+    await line.get_by_role("button", name=f"Cancel run {run_id}").click()
+    confirm = page.get_by_role("dialog", name=f"Cancel run {run_id}?")
+    await confirm.get_by_role("button", name="Cancel the run").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Run {run_id} cancelled")
+    await expect(line).to_have_count(0)
+    detail = (await console.api.get(f"{API}/runs/{run_id}")).json()
+    assert (detail["state"], detail["result"]) == ("failed", 2)
+    assert detail["feedback"].startswith("cancelled by key:operator-")
+
+
 @pytest.mark.usefixtures("long_interval")
 async def test_execute_now_a_waiting_run(console: Console, page: Page) -> None:
     job = await console.job(lane=f"lane-{console.stack.topology.namespace[-6:]}-now")
@@ -414,3 +437,17 @@ async def test_a_run_waiting_for_a_retry_shows_its_feedback(console: Console, pa
     await expect(line).to_have_count(0)
     [run] = await console.until(lambda: console.runs("executed", job))
     assert (run["attempt"], run["feedback"]) == (2, "succeeded on attempt 2")
+
+
+async def test_the_job_form_sets_the_cancel_grace(console: Console, page: Page) -> None:
+    job = await console.job()
+    await sign_in(page, console, await console.key("admin"), f"/jobs?q={job['name']}")
+    line = page.get_by_role("row").filter(has_text=job["name"])
+    await line.get_by_role("button", name="Edit").click()
+    dialog = page.get_by_role("dialog", name=f"Edit job {job['name']}")
+    grace = dialog.get_by_label("Cancel grace: SIGTERM to SIGKILL (seconds)")
+    await expect(grace).to_have_value("10")
+    await grace.fill("2.5")
+    await dialog.get_by_role("button", name="Save job").click()
+    await expect(dialog).to_be_hidden()
+    assert (await console.api.get(f"{API}/jobs/{job['id']}")).json()["cancel_grace_s"] == 2.5

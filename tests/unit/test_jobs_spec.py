@@ -59,6 +59,7 @@ def test_defaults() -> None:
     assert spec.description == ""
     assert spec.trigger.conditions == []
     assert (spec.timeout_s, spec.max_attempts, spec.retry_backoff_s) == (600, 1, 0)
+    assert spec.cancel_grace_s == 10
 
 
 def test_round_trip_through_json() -> None:
@@ -86,6 +87,8 @@ def test_lane_null_means_no_sequencing() -> None:
         ("max_attempts", 0, "greater than or equal to 1"),
         ("max_attempts", 101, "less than or equal to 100"),
         ("retry_backoff_s", -1, "greater than or equal to 0"),
+        ("cancel_grace_s", -1, "greater than or equal to 0"),
+        ("cancel_grace_s", 3601, "less than or equal to 3600"),
         ("command_template", "x" * 20001, "at most 20000"),
         ("lane", "  ", "must not be blank"),
         ("surprise", 1, "Extra inputs are not permitted"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import uuid
 from typing import Any
 
 import pytest
@@ -163,8 +164,24 @@ def test_the_matcher_binds_and_consumes_a_server_named_control_queue() -> None:
         assert allows(matcher.read, queue), queue
     assert allows(matcher.write, DEFAULT_EXCHANGE)
     for p in permissions.permissions(TOPOLOGY):
-        if p.role != "matcher":
+        if p.role not in ("matcher", "executor"):
             assert not allows(p.configure, control), p.role
+
+
+def test_the_executor_binds_a_server_named_cancel_queue_and_cannot_cancel() -> None:
+    executor = role("executor")
+    t = TOPOLOGY
+    # A broker-named queue, and one a robust channel names (the executor's, after each
+    # reconnect too); nothing else under those prefixes.
+    for queue in ("amq.gen-JzTY20BRgKO-HjmUJj0wLg", f"amq_{uuid.uuid4().hex}"):
+        for expression in (executor.configure, executor.write, executor.read):
+            assert allows(expression, queue)
+    assert not allows(executor.configure, "amq_work")
+    assert allows(executor.read, t.executor_control_exchange)
+    assert not allows(executor.read, t.control_exchange), "the matchers' broadcasts"
+    assert not allows(executor.write, t.executor_control_exchange), "cancels come from others"
+    for sender in ("admin", "matcher"):
+        assert allows(role(sender).write, t.executor_control_exchange), sender
 
 
 def test_the_admin_publishes_requests_notices_and_broadcasts() -> None:

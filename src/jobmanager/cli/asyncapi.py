@@ -23,6 +23,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from jobmanager.core import delays
 from jobmanager.core.messages import (
     NOTICE_KEYS,
+    CancelRequest,
     ControlMessage,
     Event,
     ExecutorReport,
@@ -49,6 +50,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     RunNotice,
     JobNotice,
     ControlMessage,
+    CancelRequest,
 )
 
 
@@ -260,6 +262,22 @@ def _channels(t: Topology) -> dict[str, Any]:
             _exchange(t.control_exchange, "fanout"),
             ["ControlMessage"],
         ),
+        "cancel": _channel(
+            None,
+            f"`{t.executor_control_exchange}` fanout exchange: an operator cancelled a "
+            "dispatched or running run, which the ledger has already ended as Failed. Every "
+            "executor binds an exclusive, auto-delete queue of its own (server-named). The "
+            "executor running the attempt sends SIGTERM to the script's process group and "
+            "SIGKILL to what is left of it after `grace_s`; it may then publish the "
+            "attempt's `run.failed`, whose Feedback is recorded when it begins with "
+            "`cancelled by {by}` (saying how the script ended). An executor that is handed "
+            "the attempt's request later acknowledges it without running it, so an executor "
+            "keeps the attempts it heard of for a while (the Python executor: the last "
+            "10,000). Published without `mandatory`; sent again when a cancelled attempt "
+            "reports a start.",
+            _exchange(t.executor_control_exchange, "fanout"),
+            ["CancelRequest"],
+        ),
         "dead": _channel(
             t.dead_queue,
             "Quorum queue of parked messages, for operators (counted by the admin API).",
@@ -304,6 +322,11 @@ _OPERATIONS: tuple[tuple[str, str, str, tuple[str, ...], str, str], ...] = (
      "Tell every matcher that jobs or settings changed."),
     ("receiveControl", "receive", "control", ("ControlMessage",), "matcher",
      "Reload the job catalogue and the settings."),
+    ("sendCancel", "send", "cancel", ("CancelRequest",), "admin",
+     "Tell the executors to stop a cancelled run's attempt (also the matcher, sending it "
+     "again when the attempt reports a start)."),
+    ("receiveCancel", "receive", "cancel", ("CancelRequest",), "executor",
+     "Stop the attempt if it runs here (SIGTERM, SIGKILL after grace_s); never run it later."),
     ("park", "send", "dead", ("Parked",), "matcher",
      "Park a message that cannot be handled, with its reason (executors do too)."),
 )  # fmt: skip

@@ -241,3 +241,22 @@ class ControlMessage(Message):
 
     kind: Literal["jobs", "settings"]
     at: datetime
+
+
+class CancelRequest(Message):
+    """Broadcast to every executor on the executors' control exchange when an operator
+    cancels a dispatched or running run (the ledger has already ended it as Failed).
+
+    An executor running attempt `attempt` of run `run_id` sends SIGTERM to the script's
+    process group, and SIGKILL to what is left of it `grace_s` seconds later; it may then
+    publish the attempt's `run.failed` (only its Feedback and output are recorded). An
+    executor that is handed that attempt's request later acks it without running it. An
+    executor that holds neither ignores the message. It may arrive more than once (it is
+    sent again when a cancelled attempt reports a start).
+    """
+
+    run_id: int
+    attempt: int = Field(ge=1)
+    by: str = Field(max_length=MAX_ID)
+    grace_s: float = Field(ge=0)
+    at: Timestamp

@@ -27,22 +27,24 @@ from aio_pika.abc import AbstractChannel
 from jobmanager.core.topology import Topology
 
 DEFAULT_EXCHANGE = "amq.default"
-# The names RabbitMQ gives server-named queues (`declare_queue()` without a name). Clients
-# cannot declare names under `amq.` themselves, and such a queue is exclusive to the
-# connection that declared it.
-SERVER_NAMED = r"amq\.gen-.*"
+# The names of the services' exclusive queues: those RabbitMQ gives server-named queues
+# (clients cannot declare names under `amq.` themselves), and those aio-pika's robust
+# channels give a queue declared without a name (`amq_` and a UUID's 32 hex digits, chosen
+# by the client so that the queue is declared again under its name after a reconnect).
+SERVER_NAMED = r"amq\.gen-.*|amq_[0-9a-f]{32}"
 NOTHING = "^$"
 
 ROLES = ("matcher", "admin", "executor", "channel-manager")
 
 PURPOSE: Mapping[str, str] = {
     "matcher": "creates or declares the topology; consumes events, due requests, results and "
-    "lost requests; publishes work, delayed requests, run notices and parked messages; binds "
-    "its exclusive control queue",
+    "lost requests; publishes work, delayed requests, run notices, parked messages and "
+    "cancels sent again; binds its exclusive control queue",
     "admin": "creates or declares the topology; publishes requests (Execute Now, re-execute), "
-    "work, run notices and change broadcasts (the admin service and `jobmanager apply`)",
+    "work, run notices, cancels and change broadcasts (the admin service and `jobmanager "
+    "apply`)",
     "executor": "declares the topology at start (the topology must exist already); consumes "
-    "the work queue; publishes results",
+    "the work queue; publishes results; binds its exclusive cancel queue",
     "channel-manager": "declares and publishes to its events exchange, nothing else",
 }
 
@@ -56,7 +58,8 @@ class Grants:
     configure: frozenset[str] = frozenset()
     write: frozenset[str] = frozenset()
     read: frozenset[str] = frozenset()
-    # Configure, write and read on the server-named queues (the matcher's control queue).
+    # Configure, write and read on the server-named queues (the matcher's control queue, an
+    # executor's cancel queue).
     server_named: bool = False
 
     def __or__(self, other: Grants) -> Grants:
@@ -155,16 +158,27 @@ def grants(topology: Topology) -> dict[str, Grants]:
         # Work, due requests and parked messages go through the default exchange; a
         # delayed request enters the delay stage at its highest level.
         "matcher": creating
-        | publishes(DEFAULT_EXCHANGE, t.delay_entry, t.runs_exchange)
+        | publishes(DEFAULT_EXCHANGE, t.delay_entry, t.runs_exchange, t.executor_control_exchange)
         | consumes(t.events_queue, t.due_queue, t.results_queue, t.lost_queue)
         | Grants(read=frozenset({t.control_exchange}), server_named=True),
         "admin": creating
-        | publishes(DEFAULT_EXCHANGE, t.delay_entry, t.runs_exchange, t.control_exchange),
+        | publishes(
+            DEFAULT_EXCHANGE,
+            t.delay_entry,
+            t.runs_exchange,
+            t.control_exchange,
+            t.executor_control_exchange,
+        ),
         # No default exchange: it would let an executor publish straight to any queue (the
         # work queue, the events queue). Parking an invalid request then fails and the
         # executor rejects it: the work queue dead-letters it to the lost queue, and the
         # matcher parks it from there.
-        "executor": existing | publishes(t.results_exchange) | consumes(t.work_queue),
+        # Its cancels arrive in an exclusive server-named queue bound to the executors'
+        # control exchange.
+        "executor": existing
+        | publishes(t.results_exchange)
+        | consumes(t.work_queue)
+        | Grants(read=frozenset({t.executor_control_exchange}), server_named=True),
         "channel-manager": Grants(
             configure=frozenset({t.events_exchange}), write=frozenset({t.events_exchange})
         ),

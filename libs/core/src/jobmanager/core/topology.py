@@ -71,6 +71,11 @@ class Topology:
         return self._name("control")
 
     @property
+    def executor_control_exchange(self) -> str:
+        """Cancels for the executors: each executor binds an exclusive queue of its own."""
+        return self._name("control.executors")
+
+    @property
     def dead_queue(self) -> str:
         return self._name("dead")
 
@@ -134,6 +139,7 @@ class Topology:
         await results_q.bind(results_x, "executor.*")
         await channel.declare_exchange(self.runs_exchange, durable.TOPIC, durable=True)
         await channel.declare_exchange(self.control_exchange, durable.FANOUT, durable=True)
+        await channel.declare_exchange(self.executor_control_exchange, durable.FANOUT, durable=True)
         await self._declare_delay_stage(channel, due_q)
 
     async def _declare_delay_stage(self, channel: AbstractChannel, due: AbstractQueue) -> None:
@@ -177,6 +183,7 @@ class Topology:
             self.results_exchange,
             self.runs_exchange,
             self.control_exchange,
+            self.executor_control_exchange,
             self.delay_exit,
             *(self.delay_exchange(lv) for lv in delays.LEVELS),
         ]

@@ -197,6 +197,8 @@ class JobSpec(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 1
     retry_backoff_s: Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] = 0.0
+    # Cancel: how long a cancelled script has after SIGTERM before it is killed (SIGKILL).
+    cancel_grace_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 10.0
     # Flow control. `paused`: True pauses the job, False resumes it, and None (left out)
     # leaves it as it is, so that a file applied again never resumes a job an operator or the
     # circuit breaker paused. `pause_after_failures`: the breaker, off when None.

@@ -61,6 +61,7 @@ __all__ = [
     "Stale",
     "Wait",
     "apply_interval",
+    "cancel",
     "check_lanes",
     "counts",
     "enqueue",
@@ -87,6 +88,7 @@ _GATE = call("ledger_gate(CAST(:requests AS jsonb), :now, :interval_s)")
 _PAUSE = call("ledger_pause(:job_id, :reason, :now, :interval_s)")
 _RESUME = call("ledger_resume(:job_id, :now, :interval_s)")
 _REMOVE = call("ledger_remove(CAST(:ids AS bigint[]), :now, :interval_s)")
+_CANCEL = call("ledger_cancel(:run_id, :actor, :now, :interval_s)")
 _EXECUTE_NOW = call("ledger_execute_now(:run_id, :now)")
 _EXECUTE_FAILED = call("ledger_execute_failed(CAST(:ids AS bigint[]), :now)")
 _APPLY_INTERVAL = call("ledger_apply_interval(:interval_s, :now)")
@@ -248,6 +250,15 @@ async def remove(conn: AsyncConnection, run_id: int, *, interval_s: float, now: 
     """Remove one queued run; RunNotFound or Conflict if it cannot be."""
     params = {"ids": [run_id], "now": now, "interval_s": interval_s}
     return collect(await conn.execute(_REMOVE, params), now).outbox
+
+
+async def cancel(
+    conn: AsyncConnection, run_id: int, *, actor: str, interval_s: float, now: datetime
+) -> Outbox:
+    """Cancel a run (`ledger_cancel`): a queued one is removed, a dispatched or running one
+    ends Failed and the outbox's cancel tells its executor; RunNotFound or Conflict."""
+    params = {"run_id": run_id, "actor": actor, "now": now, "interval_s": interval_s}
+    return collect(await conn.execute(_CANCEL, params), now).outbox
 
 
 async def execute_now(conn: AsyncConnection, run_id: int, *, now: datetime) -> Outbox:

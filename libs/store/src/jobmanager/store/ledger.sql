@@ -23,7 +23,9 @@
 --   stale     the gate's request at `item` is no longer wanted: `note` says why;
 --   missing   an operator action's run does not exist: `note` says so;
 --   conflict  an operator action the run's state does not allow: `note` says why;
---   paused, resumed  a job was paused or resumed: `payload` is {job_id, job, reason}.
+--   paused, resumed  a job was paused or resumed: `payload` is {job_id, job, reason};
+--   cancel    the executors must stop the run's attempt `payload.attempt`: `payload` is
+--             {attempt, by, grace_s};
 --   ignored   the result at `item` changed nothing: `note` says why (unknown_run,
 --             future_attempt, already_recorded, not_running).
 -- Parameters end in `_` where a bare name would be a column's too.
@@ -50,12 +52,16 @@ LANGUAGE sql AS $$
 $$;
 
 -- Why an operator action on a run is refused (`r` null: there is no run `run_id_`), or null
--- when it may go ahead: the run must be in the `wanted` state.
+-- when it may go ahead: the run must be in the `wanted` state (`in the queue`: queued,
+-- dispatched or running).
 CREATE FUNCTION ledger_refusal(r runs, run_id_ bigint, wanted text, action text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN r.id IS NULL THEN format('run %s does not exist', run_id_)
         WHEN r.state = wanted THEN NULL
+        WHEN wanted = 'in the queue' AND r.state IN ('queued', 'dispatched', 'running') THEN NULL
+        WHEN wanted = 'in the queue' THEN
+            format('run %s has already ended (%s) and cannot be %s', r.id, r.state, action)
         WHEN wanted <> 'queued' THEN
             format('run %s is %s: only a %s run can be %s', r.id, r.state, wanted, action)
         WHEN r.state IN ('dispatched', 'running') THEN
@@ -504,6 +510,33 @@ BEGIN
     ) AS l;
     PERFORM 1 FROM runs WHERE runs.id = ANY(ids) ORDER BY runs.id FOR UPDATE;
 
+    -- An attempt ended by a cancel (`ledger_cancel`): a start reported for it has the cancel
+    -- sent again (its executor may have missed the broadcast), and a result whose Feedback
+    -- extends the cancel's ("cancelled by ...; how the script ended") completes it once.
+    RETURN QUERY
+    SELECT 'cancel'::text, NULL::int, c::runs,
+           jsonb_build_object('attempt', a.attempt, 'by', a.cancelled_by,
+                              'grace_s', coalesce(j.cancel_grace_s, 10)), NULL::text
+    FROM (SELECT DISTINCT s.run_id, s.attempt
+          FROM jsonb_to_recordset(started) AS s(run_id bigint, attempt int)) AS s
+    JOIN attempts AS a ON a.run_id = s.run_id AND a.attempt = s.attempt
+    JOIN runs AS c ON c.id = s.run_id
+    LEFT JOIN jobs AS j ON j.id = c.job_id
+    WHERE a.cancelled_by IS NOT NULL;
+    WITH told AS (
+        UPDATE attempts AS a SET feedback = x.feedback, output_tail = coalesce(x.output_tail, '')
+        FROM jsonb_to_recordset(results) AS x(
+            run_id bigint, attempt int, feedback text, output_tail text)
+        WHERE a.run_id = x.run_id AND a.attempt = x.attempt AND a.cancelled_by IS NOT NULL
+          AND a.feedback = format('cancelled by %s', a.cancelled_by)
+          AND length(x.feedback) > length(a.feedback)
+          AND left(x.feedback, length(a.feedback)) = a.feedback
+        RETURNING a.run_id, a.attempt, a.feedback, a.output_tail
+    )
+    UPDATE runs SET feedback = t.feedback, output_tail = t.output_tail
+    FROM told AS t
+    WHERE runs.id = t.run_id AND runs.attempt = t.attempt AND runs.state = 'failed';
+
     RETURN QUERY
     WITH r AS MATERIALIZED (  -- by key: a join on `runs` could pick the index on state
         SELECT * FROM runs WHERE runs.id = ANY(ids)
@@ -888,6 +921,46 @@ BEGIN
     IF heads IS NOT NULL THEN
         RETURN QUERY SELECT * FROM ledger_advance(heads, now_, interval_s, false);
     END IF;
+END
+$$;
+
+-- Cancel (the Queue's Cancel): a queued run is removed, as by Remove. A dispatched or
+-- running run ends at once, its attempt a final failure (no retry) with Feedback
+-- "cancelled by <actor>", recorded as a result would be (`ledger_record`: its lane moves
+-- on, the breaker counts it); the attempt keeps who cancelled it, and the `cancel` row asks
+-- the executors to stop the script, with the job's `cancel_grace_s` between SIGTERM and
+-- SIGKILL (10 s for a run whose job was deleted). A run that has ended is refused.
+CREATE FUNCTION ledger_cancel(
+    run_id_ bigint, actor text, now_ timestamptz, interval_s double precision
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r runs;
+BEGIN
+    RETURN QUERY SELECT * FROM ledger_refused(ARRAY[run_id_], 'in the queue', 'cancelled');
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM runs WHERE runs.id = run_id_;
+    IF r.state = 'queued' THEN
+        RETURN QUERY SELECT * FROM ledger_remove(ARRAY[run_id_], now_, interval_s);
+        RETURN;
+    END IF;
+    UPDATE attempts SET cancelled_by = actor
+    WHERE attempts.run_id = r.id AND attempts.attempt = r.attempt;
+    RETURN QUERY
+    SELECT * FROM ledger_record(
+        '[]',
+        jsonb_build_array(jsonb_build_object(
+            'n', 0, 'run_id', r.id, 'attempt', r.attempt, 'result', 2, 'final', true,
+            'feedback', format('cancelled by %s', actor), 'finished_at', now_)),
+        now_, interval_s, false) AS d
+    WHERE d.kind <> 'recorded';
+    RETURN QUERY
+    SELECT 'cancel'::text, NULL::int, r,
+           jsonb_build_object('attempt', r.attempt, 'by', actor,
+                              'grace_s', coalesce(j.cancel_grace_s, 10)), NULL::text
+    FROM (SELECT 1) AS one LEFT JOIN jobs AS j ON j.id = r.job_id;
 END
 $$;
 

@@ -86,6 +86,8 @@ class Job(Base):
     timeout_s: Mapped[float] = mapped_column(Float, server_default="600")
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="1")
     retry_backoff_s: Mapped[float] = mapped_column(Float, server_default="0")
+    # Read when a run is cancelled (not snapshotted: the grace is the operator's intent now).
+    cancel_grace_s: Mapped[float] = mapped_column(Float, server_default="10")
     # Flow control (SPEC §12): a paused job's runs wait, queued; the breaker pauses a job
     # after `pause_after_failures` final failures in a row (`failure_streak` counts them);
     # at most `max_concurrency` of its runs are dispatched or running at once.
@@ -200,6 +202,9 @@ class Attempt(Outcome, Base):
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Who cancelled it (`ledger_cancel`): a start reported later has the cancel sent again,
+    # and a result reported later only completes its Feedback.
+    cancelled_by: Mapped[str | None] = mapped_column(String(NAME))
 
 
 class Lane(Base):

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Row, TextualSelect, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from jobmanager.core.messages import JobNotice, JobRef, JobRequest, RunNotice
+from jobmanager.core.messages import CancelRequest, JobNotice, JobRef, JobRequest, RunNotice
 from jobmanager.store.outbox import Outbox
 
 
@@ -160,6 +160,16 @@ def collect(
             )
         elif row.kind == "ignored":
             done.ignored[row.item] = row.note
+        elif row.kind == "cancel":
+            outbox.cancels.append(
+                CancelRequest(
+                    run_id=row.id,
+                    attempt=row.payload["attempt"],
+                    by=row.payload["by"],
+                    grace_s=row.payload["grace_s"],
+                    at=now,
+                )
+            )
         elif row.kind in ("missing", "conflict") and refused is not None:
             refused[row.item] = row.note
         elif row.kind == "missing":

@@ -108,6 +108,7 @@ class JobPatch(BaseModel):
     timeout_s: float | None = None
     max_attempts: int | None = None
     retry_backoff_s: float | None = None
+    cancel_grace_s: float | None = None
     paused: bool | None = None
     pause_after_failures: int | None = None
     max_concurrency: int | None = None

@@ -13,9 +13,10 @@ import json
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
-from jobmanager.core.messages import JobRequest, ResultCode
-from jobmanager.executor.outcome import Outcome, describe_exit, timeout_feedback
+from jobmanager.core.messages import CancelRequest, JobRequest, ResultCode
+from jobmanager.executor.outcome import Outcome, cancel_feedback, describe_exit, timeout_feedback
 from jobmanager.executor.output import TailBuffer, combine, result_line, shorten, shorten_tail
 from jobmanager.executor.process import Child, spawn
 from jobmanager.executor.scripts import Script
@@ -66,8 +67,10 @@ async def run_executable(
     scan_bytes: int,
     feedback_chars: int,
     drain_s: float,
+    cancelled: asyncio.Future[CancelRequest] | None = None,
 ) -> Outcome:
-    """Run one executable to completion or timeout; never raises for the script's faults."""
+    """Run one executable to completion, timeout or cancel (`cancelled` completed: SIGTERM
+    to its group, SIGKILL after the cancel's grace); never raises for the script's faults."""
     environment = {
         **env,
         "JOB_COMMAND": request.command,
@@ -88,11 +91,24 @@ async def run_executable(
     ]
     feeder = asyncio.create_task(_feed(child.stdin, request_document(request)))
     timed_out = False
+    stopped: tuple[CancelRequest, bool] | None = None
+    exited = asyncio.ensure_future(child.exit_status())
     try:
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                returncode = await child.exit_status()
-        except TimeoutError:
+        waiting: list[asyncio.Future[Any]] = [exited]
+        if cancelled is not None:
+            waiting.append(cancelled)
+        await asyncio.wait(
+            waiting,
+            timeout=request.timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if exited.done():
+            returncode = exited.result()
+        elif cancelled is not None and cancelled.done() and not cancelled.cancelled():
+            cancel = cancelled.result()
+            stopped = (cancel, await child.terminate(cancel.grace_s))
+            returncode = await child.exit_status()
+        else:
             timed_out = True
             child.kill_group()
             returncode = await child.exit_status()
@@ -101,11 +117,14 @@ async def run_executable(
     finally:
         # A run's processes do not outlive it (also when the executor stops hard).
         child.kill_group()
+        exited.cancel()
         feeder.cancel()
         child.stdin.close()
         await asyncio.shield(_settle(child, readers))
     stdout_bytes = stdout.data()
     output = combine(stdout.text(output_bytes), stderr.text(), output_bytes)
+    if stopped is not None:
+        return Outcome.failed(cancel_feedback(stopped[0], killed=stopped[1]), output)
     if timed_out:
         return Outcome.failed(timeout_feedback(request.timeout_s), output)
     reported = result_line(stdout_bytes)

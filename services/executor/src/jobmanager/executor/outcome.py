@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from jobmanager.core.messages import ResultCode
+from jobmanager.core.messages import CancelRequest, ResultCode
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,19 @@ def describe_exit(returncode: int) -> str:
 
 def timeout_feedback(timeout_s: float) -> str:
     return f"timed out after {float(timeout_s)!r} s; the script and its child processes were killed"
+
+
+def cancel_feedback(cancel: CancelRequest, *, killed: bool | None) -> str:
+    """The Feedback of a cancelled attempt. It begins with the ledger's own ("cancelled by
+    …"), which is what lets the ledger take it as the cancel's account of how the script
+    ended (`killed` None: it had not started)."""
+    if killed is None:
+        ending = "the script had not started"
+    elif killed:
+        ending = (
+            f"the script was still running {float(cancel.grace_s)!r} s after SIGTERM "
+            "and was killed (SIGKILL)"
+        )
+    else:
+        ending = "the script ended on SIGTERM"
+    return f"cancelled by {cancel.by}; {ending}"

@@ -3,7 +3,8 @@
 One worker per concurrency slot, started on first use and reused, so that a Python script
 starts in well under a millisecond instead of paying for an interpreter start. Each worker
 leads its own process group: a timeout kills the group (the script's children included) and
-the worker is replaced; a worker that dies during a run fails that run, not the executor.
+the worker is replaced, and so does a cancel, after SIGTERM and its grace; a worker that dies
+during a run fails that run, not the executor.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jobmanager.core.messages import CancelRequest
 from jobmanager.executor.output import TailBuffer
 from jobmanager.executor.process import Child, spawn
 from jobmanager.executor.worker import HEADER, MAX_FRAME, encode_frame
@@ -44,6 +46,17 @@ class WorkerTimeout(Exception):
         self.stderr_tail = stderr
 
 
+class WorkerCancelled(Exception):
+    """The run was cancelled: its worker's process group got SIGTERM, and SIGKILL if it was
+    still there after the grace (`killed`; None: the script had not started)."""
+
+    def __init__(self, cancel: CancelRequest, killed: bool | None, stderr: str = "") -> None:
+        super().__init__(f"cancelled by {cancel.by}")
+        self.cancel = cancel
+        self.killed = killed
+        self.stderr_tail = stderr
+
+
 class WorkerProcess:
     """One worker subprocess and the pipes to it."""
 
@@ -69,25 +82,54 @@ class WorkerProcess:
         while chunk := await self.child.stderr.read(65536):
             self.stderr_tail.feed(chunk)
 
-    async def call(self, payload: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request and wait for its reply, at most `timeout` seconds."""
+    async def _exchange(self, payload: Mapping[str, Any]) -> bytes:
+        self.child.stdin.write(encode_frame(payload))
+        await self.child.stdin.drain()
+        (size,) = HEADER.unpack(await self.child.stdout.readexactly(HEADER.size))
+        if size > MAX_FRAME:
+            raise ValueError(f"reply frame of {size} bytes")
+        return await self.child.stdout.readexactly(size)
+
+    async def call(
+        self,
+        payload: Mapping[str, Any],
+        timeout: float,
+        cancelled: asyncio.Future[CancelRequest] | None = None,
+    ) -> dict[str, Any]:
+        """Send one request and wait for its reply, at most `timeout` seconds, or until
+        `cancelled` completes (then the worker is terminated)."""
         self.stderr_tail = TailBuffer(self.tail_bytes)
+        exchange = asyncio.ensure_future(self._exchange(payload))
         try:
-            async with asyncio.timeout(timeout):
-                self.child.stdin.write(encode_frame(payload))
-                await self.child.stdin.drain()
-                (size,) = HEADER.unpack(await self.child.stdout.readexactly(HEADER.size))
-                if size > MAX_FRAME:
-                    raise ValueError(f"reply frame of {size} bytes")
-                body = await self.child.stdout.readexactly(size)
+            waiting: list[asyncio.Future[Any]] = [exchange]
+            if cancelled is not None:
+                waiting.append(cancelled)
+            await asyncio.wait(
+                waiting,
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not exchange.done():
+                exchange.cancel()
+                await asyncio.wait([exchange])
+                if cancelled is not None and cancelled.done() and not cancelled.cancelled():
+                    cancel = cancelled.result()
+                    killed = await self.child.terminate(cancel.grace_s)
+                    await self._finish()
+                    raise WorkerCancelled(cancel, killed, self.stderr_tail.text())
+                raise TimeoutError
+            body = exchange.result()
         except TimeoutError:
             await self.kill()
             raise WorkerTimeout(self.stderr_tail.text()) from None
+        except WorkerCancelled:
+            raise
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             returncode = await self.kill()
             raise WorkerDied(returncode, self.stderr_tail.text()) from exc
         except BaseException:
             # Cancelled (the executor is stopping hard) or a broken reply: never reuse it.
+            exchange.cancel()
             await asyncio.shield(self.kill())
             raise
         reply = json.loads(body)
@@ -138,12 +180,20 @@ class WorkerPool:
         """How many worker processes exist now."""
         return len(self._workers)
 
-    async def call(self, payload: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        """Run one request on a free worker (see `WorkerProcess.call` for the errors)."""
+    async def call(
+        self,
+        payload: Mapping[str, Any],
+        timeout: float,
+        cancelled: asyncio.Future[CancelRequest] | None = None,
+    ) -> dict[str, Any]:
+        """Run one request on a free worker (see `WorkerProcess.call` for the errors); one
+        cancelled while it waited for a worker does not start."""
         async with self._slots:
+            if cancelled is not None and cancelled.done() and not cancelled.cancelled():
+                raise WorkerCancelled(cancelled.result(), None)
             worker = await self._acquire()
             try:
-                reply = await worker.call(payload, timeout)
+                reply = await worker.call(payload, timeout, cancelled)
             except BaseException:
                 self._workers.discard(worker)  # killed or dead: a new one replaces it
                 raise

@@ -63,6 +63,22 @@ class Child:
         """Kill the process and everything still in its group."""
         kill_group(self.pid)
 
+    async def terminate(self, grace_s: float) -> bool:
+        """SIGTERM to the whole group; SIGKILL to what is left of it once the process has
+        exited or after `grace_s`. Whether the process itself had to be killed."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.exit_status()
+            killed = False
+        except TimeoutError:
+            killed = True
+        # The group's other members (a script's children) go too, whatever the leader did.
+        self.kill_group()
+        await self.exit_status()
+        return killed
+
 
 async def spawn(program: str | Path, *args: str, env: Mapping[str, str], cwd: Path) -> Child:
     """Start `program` without a shell, in a new session (so a new process group)."""

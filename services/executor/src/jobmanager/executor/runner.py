@@ -11,12 +11,18 @@ import asyncio
 import logging
 from typing import Any
 
-from jobmanager.core.messages import JobRequest, ResultCode
+from jobmanager.core.messages import CancelRequest, JobRequest, ResultCode
 from jobmanager.executor.config import ExecutorSettings
 from jobmanager.executor.executable import run_executable
-from jobmanager.executor.outcome import Outcome, describe_exit, timeout_feedback
+from jobmanager.executor.outcome import Outcome, cancel_feedback, describe_exit, timeout_feedback
 from jobmanager.executor.output import combine, shorten
-from jobmanager.executor.pool import PACKAGE_ROOT, WorkerDied, WorkerPool, WorkerTimeout
+from jobmanager.executor.pool import (
+    PACKAGE_ROOT,
+    WorkerCancelled,
+    WorkerDied,
+    WorkerPool,
+    WorkerTimeout,
+)
 from jobmanager.executor.scripts import Script, ScriptCatalogue, valid_name
 
 log = logging.getLogger(__name__)
@@ -43,14 +49,17 @@ class Runner:
             tail_bytes=settings.output_tail_bytes,
         )
 
-    async def run(self, request: JobRequest) -> Outcome:
-        """Run the request's script; the outcome, never an exception (except cancellation)."""
+    async def run(
+        self, request: JobRequest, cancelled: asyncio.Future[CancelRequest] | None = None
+    ) -> Outcome:
+        """Run the request's script, stopping it if `cancelled` completes; the outcome,
+        never an exception (except the task's own cancellation)."""
         try:
             script = self.scripts.get(request.script)
             if script is None:
                 return self._unknown(request.script)
             if script.kind == "python":
-                return await self._run_python(script, request)
+                return await self._run_python(script, request, cancelled)
             return await run_executable(
                 script,
                 request,
@@ -60,6 +69,7 @@ class Runner:
                 scan_bytes=self.settings.result_scan_bytes,
                 feedback_chars=self.settings.feedback_max_chars,
                 drain_s=self.settings.exit_drain_s,
+                cancelled=cancelled,
             )
         except asyncio.CancelledError:
             raise
@@ -83,7 +93,12 @@ class Runner:
             f"{self.settings.scripts_dir}; known scripts: {known}"
         )
 
-    async def _run_python(self, script: Script, request: JobRequest) -> Outcome:
+    async def _run_python(
+        self,
+        script: Script,
+        request: JobRequest,
+        cancelled: asyncio.Future[CancelRequest] | None,
+    ) -> Outcome:
         payload = {
             "path": str(script.path),
             "command": request.command,
@@ -99,7 +114,9 @@ class Runner:
         }
         limit = self.settings.output_tail_bytes
         try:
-            reply = await self.pool.call(payload, request.timeout_s)
+            reply = await self.pool.call(payload, request.timeout_s, cancelled)
+        except WorkerCancelled as exc:
+            return Outcome.failed(cancel_feedback(exc.cancel, killed=exc.killed), exc.stderr_tail)
         except WorkerTimeout as exc:
             return Outcome.failed(timeout_feedback(request.timeout_s), exc.stderr_tail)
         except WorkerDied as exc:

@@ -4,6 +4,11 @@ For each request: run the script (publishing `run.started` if it is still runnin
 `report_started_after_s`), publish `run.succeeded` or `run.failed` with its start and end
 times, and only once the broker confirmed the result, ack the request. An executor that
 dies mid-run therefore leaves its request unacked, and the broker hands it to another one.
+
+Cancels arrive in an exclusive queue of the executor's own, bound to the executors' control
+exchange before the work queue is consumed: a cancelled attempt running here is stopped
+(SIGTERM to its process group, SIGKILL after the grace), and one handed here later is
+acked without running (`jobmanager.executor.cancels`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,15 @@ from pydantic import ValidationError
 
 from jobmanager.core import metrics
 from jobmanager.core.broker import Publisher, connect
-from jobmanager.core.messages import ExecutorReport, JobRequest, JobResult, RunStarted
+from jobmanager.core.messages import (
+    CancelRequest,
+    ExecutorReport,
+    JobRequest,
+    JobResult,
+    RunStarted,
+)
 from jobmanager.core.topology import Topology
+from jobmanager.executor.cancels import Cancels
 from jobmanager.executor.config import ExecutorSettings
 from jobmanager.executor.metrics import BUSY_SLOTS, SCRIPT_FAILURES, SLOTS
 from jobmanager.executor.runner import Runner
@@ -56,6 +68,25 @@ class WorkConsumer:
         self.results = publisher.topology.results_exchange
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.cancels = Cancels()
+
+    async def on_cancel(self, message: AbstractIncomingMessage) -> None:
+        """A cancel from the control exchange (consumed without acks: one that is lost is
+        sent again when its attempt reports a start)."""
+        try:
+            cancel = CancelRequest.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("ignored an invalid cancel: %s", describe_invalid(exc))
+            return
+        if self.cancels.cancel(cancel):
+            log.info(
+                "run %d attempt %d: cancelled by %s; stopping the script (grace %g s)",
+                cancel.run_id,
+                cancel.attempt,
+                cancel.by,
+                cancel.grace_s,
+                extra={"run_id": cancel.run_id},
+            )
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
@@ -93,6 +124,19 @@ class WorkConsumer:
                 await self.publisher.park(message, describe_invalid(exc))
             return
         extra = {"run_id": request.run_id, "event_id": request.event_id}
+        cancel = self.cancels.heard(request.run_id, request.attempt)
+        if cancel is not None:
+            # The ledger ended the attempt already; nothing is to be reported.
+            log.info(
+                "run %d attempt %d: cancelled by %s before it started here; not run",
+                request.run_id,
+                request.attempt,
+                cancel.by,
+                extra=extra,
+            )
+            with suppress(Exception):  # the channel may be gone; then it comes again
+                await message.ack()
+            return
         try:
             await self._execute(message, request, extra)
         except asyncio.CancelledError:
@@ -140,7 +184,8 @@ class WorkConsumer:
         report = asyncio.create_task(report_started())
         BUSY_SLOTS.inc()
         try:
-            outcome = await self.runner.run(request)
+            with self.cancels.watching(request.run_id, request.attempt) as cancelled:
+                outcome = await self.runner.run(request, cancelled)
         finally:
             BUSY_SLOTS.dec()
             if not reporting.is_set():
@@ -244,6 +289,11 @@ async def serve(settings: ExecutorSettings, *, stop: asyncio.Event | None = None
         if stop is None:
             stop = asyncio.Event()
             handled = _handle_signals(stop, consumer)
+        # Bound before any work is taken, so that no cancel of a run taken here is missed.
+        cancels = await connection.channel()
+        cancel_queue = await cancels.declare_queue(exclusive=True, auto_delete=True)
+        await cancel_queue.bind(topology.executor_control_exchange)
+        await cancel_queue.consume(consumer.on_cancel, no_ack=True)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=settings.concurrency)
         queue: AbstractQueue = await channel.get_queue(topology.work_queue)

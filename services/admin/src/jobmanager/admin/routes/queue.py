@@ -1,5 +1,5 @@
 """The Queue page: waiting and running runs (newest first, or in the order they will start,
-each with its place in its lane); Remove and Execute Now."""
+each with its place in its lane); Remove, Cancel and Execute Now."""
 
 from __future__ import annotations
 
@@ -216,6 +216,22 @@ async def remove(
     async with audited(db, caller, "queue.remove", f"run:{run_id}") as conn:
         interval = (await settings.load(conn, "queue", settings.QueueSettings)).interval_s
         outbox = await ledger.remove(conn, run_id, interval_s=interval, now=now)
+    await deliver(publisher, outbox, now)
+    return await run_or_404(db, run_id)
+
+
+@router.post("/queue/{run_id:int}/cancel", response_model=RunDetail)
+async def cancel(
+    run_id: RunId, db: DB, publisher: Pub, caller: Annotated[Principal, requires("operator")]
+) -> RunDetail:
+    """Cancel a run: a waiting one is removed, as by Remove; a dispatched or running one
+    ends Failed at once (Result 2, Feedback "cancelled by <key>", no retry), its lane moves
+    on, and its executor stops the script: SIGTERM to its process group, SIGKILL after the
+    job's `cancel_grace_s`. A run that has ended cannot be cancelled (409)."""
+    now = datetime.now(UTC)
+    async with audited(db, caller, "queue.cancel", f"run:{run_id}") as conn:
+        interval = (await settings.load(conn, "queue", settings.QueueSettings)).interval_s
+        outbox = await ledger.cancel(conn, run_id, actor=caller.name, interval_s=interval, now=now)
     await deliver(publisher, outbox, now)
     return await run_or_404(db, run_id)
 

@@ -127,7 +127,7 @@ function read() {
   const command = field("command_template").value;
   if (command.trim()) body.command_template = command;
   else if (editing) body.command_template = DEFAULT_COMMAND;
-  for (const name of ["timeout_s", "max_attempts", "retry_backoff_s", "debounce_s"]) {
+  for (const name of ["timeout_s", "cancel_grace_s", "max_attempts", "retry_backoff_s", "debounce_s"]) {
     if (number(name) !== undefined) body[name] = number(name);
   }
   // Flow control's optional limits: an empty field is "none" (null clears it on a save).
@@ -149,7 +149,7 @@ function fill(job) {
   field("no_lane").checked = job ? job.lane === null : false;
   field("lane").value = job?.lane ?? "default";
   field("lane").disabled = field("no_lane").checked;
-  for (const name of ["timeout_s", "max_attempts", "retry_backoff_s", "debounce_s"]) {
+  for (const name of ["timeout_s", "cancel_grace_s", "max_attempts", "retry_backoff_s", "debounce_s"]) {
     field(name).value = job ? String(job[name]) : "";
   }
   for (const name of OPTIONAL) {

@@ -1,5 +1,6 @@
 // The Queue page: runs waiting, dispatched or running, with when each will start; Remove
-// and Execute Now (operator); the interval between two runs of a lane (admin).
+// and Execute Now of a waiting run, Cancel of a dispatched or running one (operator); the
+// interval between two runs of a lane (admin).
 
 import { api, can } from "./api.js";
 import { confirmAction, submitting } from "./dialogs.js";
@@ -44,6 +45,19 @@ async function remove(run, opener) {
   view.refresh();
 }
 
+async function cancel(run, opener) {
+  const sure = await confirmAction({
+    title: `Cancel run ${run.id}?`,
+    message: `Run ${run.id} of ${run.job} ends in Failed now and its lane moves on; its script ` +
+      "gets SIGTERM, and SIGKILL if it is still running after its job's grace.",
+    confirm: "Cancel the run",
+    opener,
+  });
+  if (!sure) return;
+  await act(() => api.post(`/queue/${run.id}/cancel`), `Run ${run.id} cancelled.`);
+  view.refresh();
+}
+
 async function executeNow(run) {
   await act(
     () => api.post(`/queue/${run.id}/execute-now`),
@@ -53,7 +67,22 @@ async function executeNow(run) {
 }
 
 function actions(run) {
-  if (run.state !== "queued" || !can("operator")) return [];
+  if (!can("operator")) return [];
+  if (run.state !== "queued") {
+    return [
+      h(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          dataset: { action: "cancel" },
+          "aria-label": `Cancel run ${run.id}`,
+          onclick: (event) => cancel(run, event.currentTarget),
+        },
+        "Cancel run",
+      ),
+    ];
+  }
   return [
     h(
       "button",
