@@ -256,6 +256,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     # The console's pages hold no data; the browser fetches it from the API with its key.
     ("GET", "/"): nothing,
     ("GET", "/sign-in"): nothing,
+    ("GET", "/overview"): nothing,
     ("GET", "/jobs"): nothing,
     ("GET", "/queue"): nothing,
     ("GET", "/executed"): nothing,
