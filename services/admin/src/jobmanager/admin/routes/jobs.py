@@ -27,7 +27,7 @@ from jobmanager.admin.state import DB, Pub, Settings
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.jobs.matching import explain
-from jobmanager.jobs.renderer import Rendered, RenderPool, Templates
+from jobmanager.jobs.renderer import Crashed, Rendered, RenderPool, Templates
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.store import jobs as job_store
 from jobmanager.store import settings as settings_store
@@ -94,16 +94,22 @@ async def _sample(conn: AsyncConnection, spec: JobSpec) -> dict[str, Any]:
 
 async def _try_templates(conn: AsyncConnection, spec: JobSpec, renderer: RenderPool) -> None:
     """Refuse a job whose templates exceed a render limit on a sample event (422). Other
-    template errors are not refused: the sample may lack what real events carry."""
+    template errors are not refused: the sample may lack what real events carry. The lane is
+    tried on its own, so that a command that fails on the sample does not hide it."""
     document = await _sample(conn, spec)
-    rendered = await renderer.render_one(document, Templates(spec.command_template, spec.lane))
-    if rendered.limit is not None or rendered.crashed:
-        field = "lane" if (rendered.error or "").startswith("lane template") else "command_template"
-        raise invalid(
-            ("body", field),
-            f"{rendered.error} (tried on event {document.get('event_id')!r})",
-            getattr(spec, field),
-        )
+    tried = [("command_template", Templates(spec.command_template, None))]
+    if spec.lane is not None:
+        tried.append(("lane", Templates("", spec.lane)))
+    [outcome] = await renderer.render([(document, [templates for _, templates in tried])])
+    if isinstance(outcome, Crashed):
+        raise invalid(("body", "command_template"), outcome.reason, spec.command_template)
+    for (field, _), rendered in zip(tried, outcome, strict=True):
+        if rendered.limit is not None:
+            raise invalid(
+                ("body", field),
+                f"{rendered.error} (tried on event {document.get('event_id')!r})",
+                getattr(spec, field),
+            )
 
 
 async def _changed(publisher: Publisher) -> None:
