@@ -88,8 +88,7 @@ async def test_runaway_templates_fail_on_their_own_and_delay_no_one(stack: Stack
     [*_, runaway_run] = await stack.ended(runaway, 2)
     [*_, bomb_run] = await stack.ended(bomb, 2)
     assert runaway_run.state == "failed" and runaway_run.feedback == (
-        "could not prepare the run: command template: "
-        "rendering exceeded the CPU time limit (1 s)"
+        "could not prepare the run: command template: rendering exceeded the CPU time limit (1 s)"
     )
     assert bomb_run.state == "failed" and bomb_run.feedback == (
         "could not prepare the run: lane template: rendering exceeded the memory limit (64 MiB)"

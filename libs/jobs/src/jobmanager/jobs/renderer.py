@@ -311,6 +311,21 @@ def _retires(outcome: Rendered | Crashed) -> bool:
 
 
 def _split(items: list[_Item], parts: int) -> list[list[_Item]]:
-    """`items` in `parts` contiguous runs of near-equal length (an event's jobs stay close,
-    so its document is sent once per worker)."""
-    return [items[i * len(items) // parts : (i + 1) * len(items) // parts] for i in range(parts)]
+    """`items` in at most `parts` contiguous runs of whole events, of near-equal length: an
+    event's jobs stay on one worker, so its document is sent once and a batch of one event
+    is one round trip to one worker; the events of a batch go to all of them."""
+    events: list[list[_Item]] = []
+    for item in items:
+        if events and events[-1][0].event == item.event:
+            events[-1].append(item)
+        else:
+            events.append([item])
+    parts = min(parts, len(events))
+    return [
+        [
+            item
+            for event in events[n * len(events) // parts : (n + 1) * len(events) // parts]
+            for item in event
+        ]
+        for n in range(parts)
+    ]
