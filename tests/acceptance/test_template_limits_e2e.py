@@ -87,13 +87,15 @@ async def test_runaway_templates_fail_on_their_own_and_delay_no_one(stack: Stack
 
     [*_, runaway_run] = await stack.ended(runaway, 2)
     [*_, bomb_run] = await stack.ended(bomb, 2)
-    assert runaway_run.state == "failed" and runaway_run.feedback == (
-        "could not prepare the run: command template: rendering exceeded the CPU time limit (1 s)"
-    )
+    assert runaway_run.state == "failed"
+    # "command template: ..." ("command or lane template: ..." when a loaded machine gave the
+    # worker less than its CPU second before the wall-clock backstop).
+    assert runaway_run.feedback.startswith("could not prepare the run: command")
+    assert runaway_run.feedback.endswith("template: rendering exceeded the CPU time limit (1 s)")
     assert bomb_run.state == "failed" and bomb_run.feedback == (
         "could not prepare the run: lane template: rendering exceeded the memory limit (64 MiB)"
     )
-    assert max(delays) < CPU_LIMIT_S + 1.0, (quiet, delays)
+    assert max(delays) < CPU_LIMIT_S * 1.5 + 0.5 + 0.5, (quiet, delays)
     assert rss_mb(matcher) - rss_before < 30, (rss_before, rss_mb(matcher))
     for run in await stack.ended(normal, 3):
         assert run.state == "succeeded", run.feedback

@@ -62,8 +62,10 @@ async def test_a_runaway_dry_run_is_422_and_the_api_answers_meanwhile(admin: Adm
     response = await answer
     elapsed = time.monotonic() - start
     assert response.status_code == 422, response.text
-    assert response.json()["detail"] == f"command template: {CPU}"
-    assert elapsed < 2.0, "the render stopped at its limit"
+    # "command template: ...", or "command or lane template: ..." when a loaded machine
+    # gave the worker less than its CPU second before the wall-clock backstop.
+    assert response.json()["detail"].endswith(f"template: {CPU}")
+    assert elapsed < 1.5 * 1.0 + 0.5 + 0.5, "the render stopped at its limit"
     assert len(health) >= 5 and max(health) < 0.2, health
 
 
@@ -77,7 +79,8 @@ async def test_a_dry_run_within_the_limits_renders_as_before(admin: Admin) -> No
     response = await dry_run(admin, await stored(admin, lane="{{ nothing }}"))
     assert response.status_code == 200
     body = response.json()
-    assert body["error"] == "lane template: 'nothing' is undefined" and body["command"] is None
+    assert body["error"] == "lane template: 'nothing' is undefined"
+    assert (body["command"], body["lane"]) == ("100000", None), "as before the render limits"
     ok = await dry_run(admin, await stored(admin, name="fine", lane="n-{{ data.n }}"))
     assert (ok.json()["command"], ok.json()["lane"]) == ("100000", "n-100000")
 

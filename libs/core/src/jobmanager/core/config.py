@@ -99,7 +99,7 @@ class RenderSettings(ServiceSettings):
         le=60,
         description="CPU time one render (a job's command and lane for one event) may use; "
         "past it the run fails with Feedback naming the limit (a dry run: 422). A worker that "
-        "does not answer within this plus max(0.5 s, half of it) is killed.",
+        "does not answer within 1.5 times this plus 0.5 s is killed.",
     )
     render_memory_mb: int = Field(
         default=64,

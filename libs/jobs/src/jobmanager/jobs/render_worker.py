@@ -16,7 +16,8 @@ heap the runaway template fragmented; the parent starts another.
 
 Frames are a 4-byte big-endian length and a JSON document. A request is
 ``{"d": event document (left out: the previous request's), "c": command, "l": lane}``; an
-answer is ``{"c": command, "l": lane}`` or ``{"e": error, "k": limit hit or null}``.
+answer is ``{"c": command, "l": lane}`` or ``{"e": error, "k": limit hit or null}`` (with
+``"c"`` when the command rendered and the lane did not).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def render_one(
     request: dict[str, Any], document: dict[str, Any], *, cpu_s: float, memory_bytes: int
 ) -> dict[str, Any]:
     """One job's command and lane for one event, within `cpu_s` of CPU time."""
-    what = "command template"
+    what, command = "command template", None
     try:
         signal.setitimer(signal.ITIMER_PROF, cpu_s)
         try:
@@ -87,15 +88,17 @@ def render_one(
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
     except TemplateError as exc:
-        return {"e": str(exc), "k": None}
+        error, limit = str(exc), None
     except CpuTimeExceeded:
-        limit = CPU
+        error, limit = f"{what}: {limit_message(CPU, cpu_s=cpu_s, memory_bytes=0)}", CPU
     except MemoryError:
-        limit = MEMORY
+        command = None  # let go of what the bomb built before answering
+        message = limit_message(MEMORY, cpu_s=0, memory_bytes=memory_bytes)
+        error, limit = f"{what}: {message}", MEMORY
     else:
         return {"c": command, "l": lane}
-    message = limit_message(limit, cpu_s=cpu_s, memory_bytes=memory_bytes)
-    return {"e": f"{what}: {message}", "k": limit}
+    # A command that rendered before its lane failed is shown by a dry run.
+    return {"e": error, "k": limit} | ({} if command is None else {"c": command})
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO, *, cpu_s: float, memory_bytes: int) -> int:

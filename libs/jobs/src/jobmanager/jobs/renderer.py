@@ -50,8 +50,10 @@ class RenderLimits:
 
     @property
     def backstop_s(self) -> float:
-        """How long the parent waits for an answer before it kills the worker."""
-        return self.cpu_s + max(0.5, self.cpu_s / 2)
+        """How long the parent waits for an answer before it kills the worker: room for a
+        worker that shares a loaded machine's cores (its CPU timer counts only its own time),
+        so that the worker's timer, which names the template, is what normally stops it."""
+        return self.cpu_s * 1.5 + 0.5
 
     def message(self, limit: str) -> str:
         return limit_message(limit, cpu_s=self.cpu_s, memory_bytes=self.memory_bytes)
@@ -67,6 +69,9 @@ class Templates:
 
 @dataclass(frozen=True)
 class Rendered:
+    """A job's command and lane for an event, or why not (with the command, when only the
+    lane failed)."""
+
     command: str = ""
     lane: str | None = None
     error: str | None = None
@@ -287,7 +292,8 @@ class RenderPool:
                 f"rendering its templates crashed the renderer {item.crashes} times (last: {exc})"
             )
         if "e" in answer:
-            return Rendered(error=str(answer["e"]), limit=answer.get("k"))
+            command = answer.get("c") or ""
+            return Rendered(command=str(command), error=str(answer["e"]), limit=answer.get("k"))
         return Rendered(command=str(answer["c"]), lane=answer["l"])
 
     async def _acquire(self) -> _Worker:

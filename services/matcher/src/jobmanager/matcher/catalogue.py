@@ -102,8 +102,8 @@ def _planned(job: CompiledJob, rendered: Rendered) -> PlannedRun:
         job_id=job.id,
         job_name=job.name,
         script=job.script,
-        command=rendered.command if error is None else "",
-        lane=rendered.lane if error is None else None,
+        command=rendered.command,  # as rendered before the lane failed, if it did
+        lane=rendered.lane,
         timeout_s=job.timeout_s,
         max_attempts=job.max_attempts,
         retry_backoff_s=job.retry_backoff_s,

@@ -276,9 +276,9 @@ async def test_job(
 
 
 def _shown(rendered: Rendered) -> tuple[str | None, str | None, str | None]:
-    """A dry run's command, lane and error: the command and lane only when both rendered."""
+    """A dry run's command, lane and error: the command also when only the lane failed."""
     if rendered.error is not None:
-        return None, None, rendered.error
+        return rendered.command or None, None, rendered.error
     return rendered.command, rendered.lane, None
 
 
