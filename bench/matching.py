@@ -1,8 +1,9 @@
 """Matcher cost per event with 10 and with 10,000 registered jobs, the same 3 matching.
 
 Both catalogues are stored in a database of their own and loaded by the matcher's own
-`Catalogue.load`; then `Catalogue.plan(event)` (the event as triggers see it, the index
-lookup, the conditions, the templates of the matching jobs) is timed call by call with
+`Catalogue.load`; then `Catalogue.plan([event], renderer)` (the event as triggers see it, the
+index lookup, the conditions, the templates of the matching jobs rendered by the render pool's
+workers, one round trip) is timed call by call with
 `perf_counter_ns`, alternating between the two catalogues round after round so that noise
 from the shared machine falls on both alike.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from bench.infra import Infra, MeasurementError, database
 from bench.stats import median
 from jobmanager.core.messages import Event
+from jobmanager.jobs.renderer import RenderLimits, RenderPool
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.store import jobs as job_store
@@ -117,13 +119,15 @@ async def _load(infra: Infra, total: int) -> tuple[Catalogue, float]:
     return catalogue, loaded_in
 
 
-def _time_calls(catalogue: Catalogue, event: Event, calls: int) -> list[int]:
+async def _time_calls(
+    catalogue: Catalogue, event: Event, renderer: RenderPool, calls: int
+) -> list[int]:
     timings = []
     clock = time.perf_counter_ns
     plan = catalogue.plan
     for _ in range(calls):
         start = clock()
-        plan(event)
+        await plan([event], renderer)
         timings.append(clock() - start)
     return timings
 
@@ -133,14 +137,20 @@ async def measure(
 ) -> Matching:
     catalogues = {small: await _load(infra, small), large: await _load(infra, large)}
     event = bench_event()
-    for size, (catalogue, _) in catalogues.items():
-        if len(catalogue.plan(event)) != MATCHING:
-            raise MeasurementError(f"the {size}-job catalogue does not plan {MATCHING} runs")
-    timings: dict[int, list[int]] = {small: [], large: []}
-    for _ in range(rounds):
+    renderer = RenderPool(RenderLimits())
+    try:
+        await renderer.start()
         for size, (catalogue, _) in catalogues.items():
-            gc.collect()
-            timings[size] += _time_calls(catalogue, event, calls)
+            [planned] = await catalogue.plan([event], renderer)
+            if not isinstance(planned, list) or len(planned) != MATCHING:
+                raise MeasurementError(f"the {size}-job catalogue does not plan {MATCHING} runs")
+        timings: dict[int, list[int]] = {small: [], large: []}
+        for _ in range(rounds):
+            for size, (catalogue, _) in catalogues.items():
+                gc.collect()
+                timings[size] += await _time_calls(catalogue, event, renderer, calls)
+    finally:
+        await renderer.close()
     return Matching(
         small,
         large,

@@ -22,7 +22,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from jobmanager.admin.config import AdminSettings
-from jobmanager.core.config import DatabaseSettings, ServiceSettings
+from jobmanager.core.config import DatabaseSettings, RenderSettings, ServiceSettings
 from jobmanager.executor.config import ExecutorSettings
 from jobmanager.matcher.config import MatcherSettings
 
@@ -39,6 +39,7 @@ READERS: tuple[tuple[str, type[BaseSettings]], ...] = (
 SECTIONS: tuple[tuple[type[BaseSettings], str], ...] = (
     (ServiceSettings, "Every service"),
     (DatabaseSettings, "Services with a database (matcher, admin, CLI)"),
+    (RenderSettings, "Template rendering (matcher, admin)"),
     (MatcherSettings, "Matcher"),
     (ExecutorSettings, "Executor"),
     (AdminSettings, "Admin"),

@@ -90,6 +90,33 @@ class DatabaseSettings(ServiceSettings):
         return value
 
 
+class RenderSettings(ServiceSettings):
+    """The limits of rendering a command or lane template (matcher and admin alike)."""
+
+    render_cpu_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="CPU time one render (a job's command and lane for one event) may use; "
+        "past it the run fails with Feedback naming the limit (a dry run: 422). A worker that "
+        "does not answer within 1.5 times this plus 0.5 s is killed.",
+    )
+    render_memory_mb: int = Field(
+        default=64,
+        ge=16,
+        le=4096,
+        description="Memory (MiB of address space, beyond what a render worker holds when "
+        "idle) one render may use; past it the run fails with Feedback naming the limit.",
+    )
+    render_workers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Render worker processes per service; the renders of a batch of events "
+        "are spread over them.",
+    )
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced, for messages and logs."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)

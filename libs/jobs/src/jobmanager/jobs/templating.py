@@ -7,8 +7,10 @@ command is never built from a half-filled template. ``tojson`` emits plain JSON 
 ``<``, non-ASCII stays as is, key order is kept) because commands are not HTML.
 
 The sandbox refuses access to private attributes and mutating methods, limits ``range`` to
-100,000 items, and bounds ``*`` and ``**`` so a template cannot allocate gigabytes, neither when
-rendered nor when compiled (Jinja2 folds constant expressions at compile time otherwise).
+100,000 items, and bounds ``*`` and ``**`` so that compiling a template cannot allocate
+gigabytes (Jinja2 folds constant expressions at compile time, in whichever process compiles).
+Rendering is bounded as a whole, in time and memory, only by rendering in a worker process
+(`jobmanager.jobs.renderer`): these functions do no such thing themselves.
 """
 
 from __future__ import annotations
@@ -117,7 +119,9 @@ def _render(
             if size > limit:
                 raise TemplateError(f"{what}: {too_long}")
             parts.append(chunk)
-    except TemplateError:
+    except (TemplateError, MemoryError):
+        # A MemoryError is the render worker's memory limit (see `render_worker`), not the
+        # template's own error: the worker reports it as the limit.
         raise
     except jinja2.TemplateError as exc:  # includes UndefinedError and SecurityError
         raise TemplateError(f"{what}: {exc.message or type(exc).__name__}") from None

@@ -37,6 +37,7 @@ from jobmanager.admin.routes import (
 )
 from jobmanager.admin.state import Broker, Database
 from jobmanager.core.topology import Topology
+from jobmanager.jobs.renderer import RenderPool
 from jobmanager.store import cleanup
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def create_app(config: AdminSettings) -> FastAPI:
     db = Database(config.database_url, pool_size=config.db_pool_size)
     broker = Broker(config.amqp_url, Topology.from_settings(config))
     metrics = Metrics()
+    # Started on first use: most admins render a template only now and then.
+    renderer = RenderPool.from_settings(config)
 
     async def clean() -> None:
         async with db.begin() as conn:
@@ -84,6 +87,7 @@ def create_app(config: AdminSettings) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await broker.close()
+            await renderer.close()
             await db.engine.dispose()
 
     app = FastAPI(
@@ -99,6 +103,7 @@ def create_app(config: AdminSettings) -> FastAPI:
     app.state.db = db
     app.state.broker = broker
     app.state.metrics = metrics
+    app.state.renderer = renderer
     app.state.metrics_refresh = count
     problems.install(app)
     problems.document(app)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from jobmanager.core.config import DatabaseSettings
+from jobmanager.core.config import DatabaseSettings, RenderSettings
 
 
-class AdminSettings(DatabaseSettings):
+class AdminSettings(DatabaseSettings, RenderSettings):
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8080, ge=1, le=65535)
     # Accepted as an admin API key when set (bootstrap); never logged.

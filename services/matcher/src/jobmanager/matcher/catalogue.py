@@ -1,21 +1,23 @@
 """The job catalogue in memory: jobs indexed for matching, templates compiled, settings.
 
 Loaded from Postgres at start, on every control broadcast and periodically; matching an event
-then touches no database.
+then touches no database. Templates are compiled here only to refuse invalid ones; they are
+rendered by the render pool's workers, within its limits (`jobmanager.jobs.renderer`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jinja2 import Template
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobmanager.core.messages import Event
 from jobmanager.jobs.matching import JobIndex
+from jobmanager.jobs.renderer import Crashed, Rendered, RenderPool, Templates
 from jobmanager.jobs.spec import PlannedRun
-from jobmanager.jobs.templating import TemplateError, compile_template, render_command, render_lane
+from jobmanager.jobs.templating import compile_template
 from jobmanager.store import jobs as job_store
 from jobmanager.store import settings
 
@@ -27,8 +29,7 @@ class CompiledJob:
     id: int
     name: str
     script: str
-    command: Template
-    lane: Template | None
+    templates: Templates
     timeout_s: float
     max_attempts: int
     retry_backoff_s: float
@@ -52,12 +53,14 @@ class Catalogue:
                 continue
             try:
                 spec = job_store.to_spec(row)
+                for source in (spec.command_template, spec.lane):
+                    if source is not None:
+                        compile_template(source)
                 compiled = CompiledJob(
                     id=row.id,
                     name=spec.name,
                     script=spec.script,
-                    command=compile_template(spec.command_template),
-                    lane=compile_template(spec.lane) if spec.lane is not None else None,
+                    templates=Templates(spec.command_template, spec.lane),
                     timeout_s=spec.timeout_s,
                     max_attempts=spec.max_attempts,
                     retry_backoff_s=spec.retry_backoff_s,
@@ -70,31 +73,41 @@ class Catalogue:
             entries.append((spec.trigger, compiled))
         return cls(JobIndex(entries), queue.interval_s)
 
-    def plan(self, event: Event) -> list[PlannedRun]:
-        """The runs an event causes: one per matching enabled job. A job whose templates
-        fail for this event still gets a run, recorded as Failed with the error."""
-        document = event.document()
-        planned = []
-        for job in self.index.match(document):
-            error, command, lane = None, "", None
-            try:
-                command = render_command(job.command, document)
-                lane = render_lane(job.lane, document)
-            except TemplateError as exc:
-                error = f"could not prepare the run: {exc}"
-            planned.append(
-                PlannedRun(
-                    job_id=job.id,
-                    job_name=job.name,
-                    script=job.script,
-                    command=command,
-                    lane=lane,
-                    timeout_s=job.timeout_s,
-                    max_attempts=job.max_attempts,
-                    retry_backoff_s=job.retry_backoff_s,
-                    debounce_s=job.debounce_s,
-                    debounce_max_s=job.debounce_max_s,
-                    error=error,
-                )
-            )
-        return planned
+    async def plan(
+        self, events: Sequence[Event], renderer: RenderPool
+    ) -> list[list[PlannedRun] | Crashed]:
+        """The runs each event causes: one per matching enabled job, its templates rendered
+        by `renderer` (all of the batch in one call). A job whose templates fail for an event
+        (an error, a limit) still gets a run, recorded as Failed with the error; an event
+        whose rendering crashed the renderer every time is Crashed, for the caller to park."""
+        documents = [event.document() for event in events]
+        matched = [self.index.match(document) for document in documents]
+        outcomes = await renderer.render(
+            [
+                (doc, [job.templates for job in jobs])
+                for doc, jobs in zip(documents, matched, strict=True)
+            ]
+        )
+        return [
+            outcome
+            if isinstance(outcome, Crashed)
+            else [_planned(job, rendered) for job, rendered in zip(jobs, outcome, strict=True)]
+            for jobs, outcome in zip(matched, outcomes, strict=True)
+        ]
+
+
+def _planned(job: CompiledJob, rendered: Rendered) -> PlannedRun:
+    error = None if rendered.error is None else f"could not prepare the run: {rendered.error}"
+    return PlannedRun(
+        job_id=job.id,
+        job_name=job.name,
+        script=job.script,
+        command=rendered.command,  # as rendered before the lane failed, if it did
+        lane=rendered.lane,
+        timeout_s=job.timeout_s,
+        max_attempts=job.max_attempts,
+        retry_backoff_s=job.retry_backoff_s,
+        debounce_s=job.debounce_s,
+        debounce_max_s=job.debounce_max_s,
+        error=error,
+    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from jobmanager.core.config import DatabaseSettings
+from jobmanager.core.config import DatabaseSettings, RenderSettings
 
 
-class MatcherSettings(DatabaseSettings):
+class MatcherSettings(DatabaseSettings, RenderSettings):
     event_max_bytes: int = Field(default=1 << 20, ge=1024)
     event_max_depth: int = Field(default=64, ge=4)
     prefetch: int = Field(default=64, ge=1)

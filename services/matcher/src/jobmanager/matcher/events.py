@@ -1,7 +1,9 @@
 """The events consumer: validate, de-duplicate, match, record, schedule.
 
 Bad input (not JSON, not an object, no id or type, too big, nested too deep) is parked in
-the dead queue with the reason; the consumer goes on.
+the dead queue with the reason; the consumer goes on. So is an event whose templates crashed
+the render worker on every attempt (the render pool's `Crashed`): retrying it would crash it
+again, for ever.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobmanager.core import consumer
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
+from jobmanager.jobs.renderer import Crashed, RenderPool
 from jobmanager.jobs.spec import PlannedRun
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.metrics import EVENTS, count_published
@@ -93,6 +96,7 @@ class EventsHandler:
         engine: AsyncEngine,
         publisher: Publisher,
         catalogue: Callable[[], Catalogue],
+        renderer: RenderPool,
         *,
         max_bytes: int,
         max_depth: int,
@@ -102,6 +106,7 @@ class EventsHandler:
         self._direct_dispatch = direct_dispatch
         self._publisher = publisher
         self._catalogue = catalogue
+        self._renderer = renderer
         self._max_bytes = max_bytes
         self._max_depth = max_depth
 
@@ -123,11 +128,19 @@ class EventsHandler:
 
     async def __call__(self, messages: list[AbstractIncomingMessage]) -> consumer.Later:
         """A batch of events in one statement (`ledger.enqueue`), its own transaction."""
-        accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
-        catalogue = self._catalogue()
+        parsed: list[tuple[AbstractIncomingMessage, Event]] = []
         for message in messages:
             if (event := await self._parse(message)) is not None:
-                accepted.append((message, event, catalogue.plan(event)))
+                parsed.append((message, event))
+        catalogue = self._catalogue()
+        plans = await catalogue.plan([event for _, event in parsed], self._renderer)
+        accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
+        for (message, event), plan in zip(parsed, plans, strict=True):
+            if isinstance(plan, Crashed):
+                EVENTS.labels("parked").inc()
+                await self._publisher.park(message, plan.reason)
+            else:
+                accepted.append((message, event, plan))
         if not accepted:
             return []
         now = datetime.now(UTC)

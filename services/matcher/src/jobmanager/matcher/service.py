@@ -19,6 +19,7 @@ from jobmanager.core import metrics
 from jobmanager.core.broker import Publisher, connect
 from jobmanager.core.consumer import Consumer, Handler
 from jobmanager.core.topology import Topology
+from jobmanager.jobs.renderer import RenderPool
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.matcher.config import MatcherSettings
 from jobmanager.matcher.events import EventsHandler
@@ -79,11 +80,20 @@ async def serve(settings: MatcherSettings, *, stop: asyncio.Event | None = None)
     except BaseException:
         await engine.dispose()
         raise
-    connection = await connect(settings.amqp_url, name="jobmanager-matcher")
+    # Workers start before the first event is taken, so no event waits for one.
+    renderer = RenderPool.from_settings(settings)
     try:
-        await _run(settings, topology, engine, connection, stop)
+        await renderer.start()
+        connection = await connect(settings.amqp_url, name="jobmanager-matcher")
+    except BaseException:
+        await renderer.close()
+        await engine.dispose()
+        raise
+    try:
+        await _run(settings, topology, engine, connection, renderer, stop)
     finally:
         await connection.close()
+        await renderer.close()
         await engine.dispose()
 
 
@@ -92,6 +102,7 @@ async def _run(
     topology: Topology,
     engine: AsyncEngine,
     connection: AbstractRobustConnection,
+    renderer: RenderPool,
     stop: asyncio.Event,
 ) -> None:
     await topology.declare(await connection.channel())
@@ -119,6 +130,7 @@ async def _run(
         engine,
         publisher,
         holder,
+        renderer,
         max_bytes=settings.event_max_bytes,
         max_depth=settings.event_max_depth,
         direct_dispatch=settings.direct_dispatch,

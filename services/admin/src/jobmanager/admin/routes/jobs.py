@@ -1,11 +1,16 @@
-"""The Jobs page: CRUD with validation, and a dry run of a job against an event."""
+"""The Jobs page: CRUD with validation, and a dry run of a job against an event.
+
+Templates are rendered by the admin's render pool (`jobmanager.jobs.renderer`), never in the
+admin's own process: a dry run or a trial render is bounded by the same CPU-time and memory
+limits as the matcher's renders, and the event loop serves other requests meanwhile.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, cast
 
-from fastapi import HTTPException, Query, Response
+from fastapi import Depends, HTTPException, Query, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import Row, Table, select
 from sqlalchemy.exc import IntegrityError
@@ -22,8 +27,8 @@ from jobmanager.admin.state import DB, Pub, Settings
 from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.jobs.matching import explain
+from jobmanager.jobs.renderer import Crashed, Rendered, RenderPool, Templates
 from jobmanager.jobs.spec import JobSpec
-from jobmanager.jobs.templating import TemplateError, render_command, render_lane
 from jobmanager.store import jobs as job_store
 from jobmanager.store import settings as settings_store
 from jobmanager.store.models import Event as EventRow
@@ -33,6 +38,15 @@ from jobmanager.store.settings import QueueSettings
 router = auth_router(prefix=API, tags=["jobs"])
 jobs = cast(Table, Job.__table__)
 events = cast(Table, EventRow.__table__)
+# Recorded events looked through, newest first, for one the job matches (its trial render).
+SAMPLE_EVENTS = 50
+
+
+def _renderer(request: Request) -> RenderPool:
+    return cast(RenderPool, request.app.state.renderer)
+
+
+Renderer = Annotated[RenderPool, Depends(_renderer)]
 
 
 def job_out(row: Row[Any]) -> JobOut:
@@ -65,6 +79,37 @@ async def _load(conn: AsyncConnection, job_id: SmallId) -> Row[Any]:
     if row is None:
         raise HTTPException(404, f"job {job_id} does not exist")
     return row
+
+
+async def _sample(conn: AsyncConnection, spec: JobSpec) -> dict[str, Any]:
+    """The event a new or changed job is tried on: the newest recorded event (of the last
+    SAMPLE_EVENTS) that it matches, else one of its event type with no data."""
+    query = select(events.c.payload).order_by(events.c.id.desc()).limit(SAMPLE_EVENTS)
+    for payload in await conn.scalars(query):
+        if explain(spec.trigger, payload).matched:
+            return dict(payload)
+    event_type = spec.trigger.event_type.replace("*", "sample").replace("#", "sample")
+    return Event(event_id="sample", event_type=event_type).document()
+
+
+async def _try_templates(conn: AsyncConnection, spec: JobSpec, renderer: RenderPool) -> None:
+    """Refuse a job whose templates exceed a render limit on a sample event (422). Other
+    template errors are not refused: the sample may lack what real events carry. The lane is
+    tried on its own, so that a command that fails on the sample does not hide it."""
+    document = await _sample(conn, spec)
+    tried = [("command_template", Templates(spec.command_template, None))]
+    if spec.lane is not None:
+        tried.append(("lane", Templates("", spec.lane)))
+    [outcome] = await renderer.render([(document, [templates for _, templates in tried])])
+    if isinstance(outcome, Crashed):
+        raise invalid(("body", "command_template"), outcome.reason, spec.command_template)
+    for (field, _), rendered in zip(tried, outcome, strict=True):
+        if rendered.limit is not None:
+            raise invalid(
+                ("body", field),
+                f"{rendered.error} (tried on event {document.get('event_id')!r})",
+                getattr(spec, field),
+            )
 
 
 async def _changed(publisher: Publisher) -> None:
@@ -102,9 +147,11 @@ async def create_job(
     db: DB,
     publisher: Pub,
     settings: Settings,
+    renderer: Renderer,
     caller: Annotated[Principal, requires("admin")],
 ) -> JobOut:
-    """Register a job. Unknown script: 422 listing the known ones; name taken: 409."""
+    """Register a job. Unknown script: 422 listing the known ones; name taken: 409; a
+    template over a render limit on a sample event: 422 naming the limit."""
     async with audited(
         db, caller, "jobs.create", f"job:{spec.name}", detail=spec.model_dump(mode="json")
     ) as conn:
@@ -112,6 +159,7 @@ async def create_job(
         exists = await job_store.id_named(conn, spec.name)
         if exists is not None:
             raise HTTPException(409, f"a job named {spec.name!r} exists already (id {exists})")
+        await _try_templates(conn, spec, renderer)
         job_id, _ = await job_store.upsert(conn, spec)
         outbox = await job_store.set_paused(
             conn,
@@ -140,9 +188,11 @@ async def patch_job(
     db: DB,
     publisher: Pub,
     settings: Settings,
+    renderer: Renderer,
     caller: Annotated[Principal, requires("admin")],
 ) -> JobOut:
-    """Change some fields of a job; the job as a whole is validated again."""
+    """Change some fields of a job; the job as a whole is validated again (its templates
+    tried again when they or its trigger change)."""
     changes = patch.model_dump(exclude_unset=True, mode="json")
     async with audited(db, caller, "jobs.update", f"job:{job_id}", detail=changes) as conn:
         current = job_store.to_spec(await _load(conn, job_id)).model_dump(mode="json")
@@ -152,6 +202,8 @@ async def patch_job(
             raise invalid_model(("body",), exc) from None
         if "script" in changes:
             await _check_script(conn, spec.script, settings.executor_report_window_s)
+        if changes.keys() & {"command_template", "lane", "trigger"}:
+            await _try_templates(conn, spec, renderer)
         try:
             await job_store.replace(conn, job_id, spec)
         except IntegrityError:
@@ -185,20 +237,23 @@ async def delete_job(
 
 @router.post("/jobs/{job_id:int}/test", response_model=DryRunOut)
 async def test_job(
-    job_id: SmallId, body: DryRunIn, db: DB, _: Annotated[Principal, requires("viewer")]
+    job_id: SmallId,
+    body: DryRunIn,
+    db: DB,
+    renderer: Renderer,
+    _: Annotated[Principal, requires("viewer")],
 ) -> DryRunOut:
     """Dry-run a job's trigger and templates against an event given whole, by id, or the
-    latest recorded one; says which condition failed and what the command would be."""
+    latest recorded one; says which condition failed and what the command would be. A
+    template over a render limit: 422 naming the limit."""
     async with db.connect() as conn:
         spec = job_store.to_spec(await _load(conn, job_id))
         document = await _event_document(conn, body)
     explanation = explain(spec.trigger, document)
-    command = lane = error = None
-    try:
-        command = render_command(spec.command_template, document)
-        lane = render_lane(spec.lane, document)
-    except TemplateError as exc:
-        error = str(exc)
+    rendered = await renderer.render_one(document, Templates(spec.command_template, spec.lane))
+    if rendered.limit is not None or rendered.crashed:
+        raise HTTPException(422, rendered.error)
+    command, lane, error = _shown(rendered)
     return DryRunOut(
         matched=explanation.matched,
         event_type_ok=explanation.event_type_ok,
@@ -218,6 +273,13 @@ async def test_job(
         error=error,
         event=document,
     )
+
+
+def _shown(rendered: Rendered) -> tuple[str | None, str | None, str | None]:
+    """A dry run's command, lane and error: the command also when only the lane failed."""
+    if rendered.error is not None:
+        return rendered.command or None, None, rendered.error
+    return rendered.command, rendered.lane, None
 
 
 async def _event_document(conn: AsyncConnection, body: DryRunIn) -> dict[str, Any]:
