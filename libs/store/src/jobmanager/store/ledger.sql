@@ -523,19 +523,23 @@ BEGIN
     JOIN runs AS c ON c.id = s.run_id
     LEFT JOIN jobs AS j ON j.id = c.job_id
     WHERE a.cancelled_by IS NOT NULL;
-    WITH told AS (
-        UPDATE attempts AS a SET feedback = x.feedback, output_tail = coalesce(x.output_tail, '')
-        FROM jsonb_to_recordset(results) AS x(
-            run_id bigint, attempt int, feedback text, output_tail text)
-        WHERE a.run_id = x.run_id AND a.attempt = x.attempt AND a.cancelled_by IS NOT NULL
-          AND a.feedback = format('cancelled by %s', a.cancelled_by)
-          AND length(x.feedback) > length(a.feedback)
-          AND left(x.feedback, length(a.feedback)) = a.feedback
-        RETURNING a.run_id, a.attempt, a.feedback, a.output_tail
-    )
-    UPDATE runs SET feedback = t.feedback, output_tail = t.output_tail
-    FROM told AS t
-    WHERE runs.id = t.run_id AND runs.attempt = t.attempt AND runs.state = 'failed';
+    -- Only an executor's account of a cancel starts so: one cheap look spares the others.
+    IF jsonb_path_exists(results, '$[*] ? (@.feedback starts with "cancelled by ")') THEN
+        WITH told AS (
+            UPDATE attempts AS a
+            SET feedback = x.feedback, output_tail = coalesce(x.output_tail, '')
+            FROM jsonb_to_recordset(results) AS x(
+                run_id bigint, attempt int, feedback text, output_tail text)
+            WHERE a.run_id = x.run_id AND a.attempt = x.attempt AND a.cancelled_by IS NOT NULL
+              AND a.feedback = format('cancelled by %s', a.cancelled_by)
+              AND length(x.feedback) > length(a.feedback)
+              AND left(x.feedback, length(a.feedback)) = a.feedback
+            RETURNING a.run_id, a.attempt, a.feedback, a.output_tail
+        )
+        UPDATE runs SET feedback = t.feedback, output_tail = t.output_tail
+        FROM told AS t
+        WHERE runs.id = t.run_id AND runs.attempt = t.attempt AND runs.state = 'failed';
+    END IF;
 
     RETURN QUERY
     WITH r AS MATERIALIZED (  -- by key: a join on `runs` could pick the index on state
