@@ -18,7 +18,7 @@ from typing import Any
 from bench.infra import Infra, MeasurementError, database
 from bench.stats import median
 from jobmanager.core.messages import Event
-from jobmanager.jobs.renderer import RenderLimits, RenderPool
+from jobmanager.jobs.renderer import Crashed, RenderLimits, RenderPool
 from jobmanager.jobs.spec import JobSpec
 from jobmanager.matcher.catalogue import Catalogue
 from jobmanager.store import jobs as job_store
@@ -142,7 +142,7 @@ async def measure(
         await renderer.start()
         for size, (catalogue, _) in catalogues.items():
             [planned] = await catalogue.plan([event], renderer)
-            if not isinstance(planned, list) or len(planned) != MATCHING:
+            if isinstance(planned, Crashed) or len(planned.runs) != MATCHING:
                 raise MeasurementError(f"the {size}-job catalogue does not plan {MATCHING} runs")
         timings: dict[int, list[int]] = {small: [], large: []}
         for _ in range(rounds):

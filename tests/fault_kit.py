@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -36,6 +37,18 @@ UPKEEP = {
     "JOBMANAGER_LOG_LEVEL": "INFO",
 }
 REPORT = Path(os.environ.get("JOBMANAGER_FAULT_REPORT", ".jobmanager/fault-report.jsonl"))
+
+
+async def kill_and_restart_matcher(stack: Stack) -> float:
+    """SIGKILL the matcher and start it again; seconds until it consumes again."""
+    before = stack.log("matcher").count("consuming")
+    stack.processes["matcher"].send_signal(signal.SIGKILL)
+    stack.processes["matcher"].wait(10)
+    killed = time.monotonic()
+    stack.start("matcher", "jobmanager.matcher")
+    while stack.log("matcher").count("consuming") <= before:
+        await asyncio.sleep(0.05)
+    return round(time.monotonic() - killed, 2)
 
 
 def report(scenario: str, **figures: Any) -> None:

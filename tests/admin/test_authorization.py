@@ -160,6 +160,10 @@ async def job_dry_run(admin: Admin) -> Call:
     return Call({"job_id": await _job(admin)}, {"event": event})
 
 
+async def replay_dry_run(admin: Admin) -> Call:
+    return Call({"job_id": await _job(admin)}, {"since": "2026-01-01T00:00:00Z", "dry_run": True})
+
+
 async def queued_run(admin: Admin) -> Call:
     return Call({"run_id": await _queued_run(admin)})
 
@@ -222,6 +226,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("DELETE", f"{API}/jobs/{{job_id}}"): a_job,
     ("POST", f"{API}/jobs/{{job_id}}/test"): job_dry_run,
     ("POST", f"{API}/jobs/{{job_id}}/pause"): a_job,
+    ("POST", f"{API}/jobs/{{job_id}}/replay"): replay_dry_run,
     ("POST", f"{API}/jobs/{{job_id}}/resume"): a_job,
     ("GET", f"{API}/queue"): nothing,
     ("DELETE", f"{API}/queue/{{run_id}}"): queued_run,

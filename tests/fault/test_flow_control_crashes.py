@@ -4,13 +4,20 @@ the middle of a paused job's resume loses nothing and runs nothing twice."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from fault_kit import duplicates, events_for, missing, publish_confirmed, report, settle
+from fault_kit import (
+    duplicates,
+    events_for,
+    kill_and_restart_matcher,
+    missing,
+    publish_confirmed,
+    report,
+    settle,
+)
 from sqlalchemy import func, select
 from stack import Stack
 
@@ -18,17 +25,6 @@ from jobmanager.store import jobs as job_store
 from jobmanager.store.models import Attempt, Job, Run
 
 pytestmark = pytest.mark.fault
-
-
-async def _kill_and_restart_matcher(stack: Stack) -> float:
-    before = stack.log("matcher").count("consuming")
-    stack.processes["matcher"].send_signal(signal.SIGKILL)
-    stack.processes["matcher"].wait(10)
-    killed = time.monotonic()
-    stack.start("matcher", "jobmanager.matcher")
-    while stack.log("matcher").count("consuming") <= before:
-        await asyncio.sleep(0.05)
-    return round(time.monotonic() - killed, 2)
 
 
 async def _runs_twice(stack: Stack) -> int:
@@ -50,7 +46,7 @@ async def test_matcher_killed_during_debounce_windows_loses_nothing(
     events = events_for(job, 300, lanes=20)
     publishing = asyncio.create_task(publish_confirmed(amqp_url, stack, events))
     await asyncio.sleep(0.5)
-    recovery = await _kill_and_restart_matcher(stack)
+    recovery = await kill_and_restart_matcher(stack)
     await publishing
     states = await settle(stack, len(events), timeout=120)
     assert await missing(stack, events, [job]) == 0, "every event has its run"
@@ -103,7 +99,7 @@ async def test_matcher_killed_during_a_resume_loses_nothing(
         await asyncio.sleep(0.2)
     await set_paused(False)
     await asyncio.sleep(0.3)  # the resumed lanes are running
-    recovery = await _kill_and_restart_matcher(stack)
+    recovery = await kill_and_restart_matcher(stack)
     states = await settle(stack, len(events), timeout=120)
     assert states == {"succeeded": len(events)}, states
     assert await missing(stack, events, [job]) == 0

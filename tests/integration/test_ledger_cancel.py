@@ -25,7 +25,7 @@ OPS = "key:ops"
 
 async def enqueue(engine: AsyncEngine, *planned: PlannedRun) -> Outbox:
     done = await tx(
-        engine, lambda c: ledger.enqueue(c, [(event(), list(planned))], interval_s=0, now=T0)
+        engine, lambda c: ledger.enqueue(c, [(event(), [p]) for p in planned], interval_s=0, now=T0)
     )
     return done.outbox
 

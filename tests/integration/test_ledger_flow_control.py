@@ -32,7 +32,8 @@ def of(job_id: int, name: str, lane: str | None = "L", **kw: Any) -> PlannedRun:
 
 async def enqueue(engine: AsyncEngine, *planned: PlannedRun, now: datetime = T0) -> Outbox:
     done = await tx(
-        engine, lambda c: ledger.enqueue(c, [(event(), list(planned))], interval_s=0, now=now)
+        engine,
+        lambda c: ledger.enqueue(c, [(event(), [p]) for p in planned], interval_s=0, now=now),
     )
     return done.outbox
 
@@ -218,7 +219,7 @@ async def test_a_concurrency_limit_holds_runs_and_frees_them_oldest_first(
         engine,
         lambda c: ledger.enqueue(
             c,
-            [(event(), [of(a, "a", lane=f"l{i}") for i in range(5)])],
+            [(event(), [of(a, "a", lane=f"l{i}")]) for i in range(5)],
             interval_s=0,
             now=T0,
             dispatch=True,

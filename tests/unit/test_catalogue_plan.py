@@ -10,8 +10,8 @@ import pytest
 from jobmanager.core.messages import Event
 from jobmanager.jobs.matching import JobIndex
 from jobmanager.jobs.renderer import Crashed, RenderLimits, RenderPool, Templates
-from jobmanager.jobs.spec import PlannedRun, Trigger
-from jobmanager.matcher.catalogue import Catalogue, CompiledJob
+from jobmanager.jobs.spec import PlannedCancel, PlannedRun, Trigger
+from jobmanager.matcher.catalogue import Cancelling, Catalogue, CompiledJob, Plan
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def catalogue(*entries: tuple[dict[str, object], CompiledJob]) -> Catalogue:
 async def plan(cat: Catalogue, pool: RenderPool, *events: Event) -> list[list[PlannedRun]]:
     plans = await cat.plan(list(events) or [EVENT], pool)
     assert not any(isinstance(p, Crashed) for p in plans)
-    return [p for p in plans if not isinstance(p, Crashed)]
+    return [p.runs for p in plans if not isinstance(p, Crashed)]
 
 
 EVENT = Event(
@@ -111,3 +111,33 @@ async def test_a_batch_is_planned_event_by_event_in_order(pool: RenderPool) -> N
     events = [EVENT.model_copy(update={"event_id": f"e{i}"}) for i in range(7)]
     plans = await plan(cat, pool, *events)
     assert [[run.command for run in runs] for runs in plans] == [[f"e{i}"] for i in range(7)]
+
+
+async def test_a_cancel_on_entry_plans_a_cancel_in_the_events_lane(pool: RenderPool) -> None:
+    ipx = job("ipx")
+    cat = Catalogue(
+        JobIndex([(Trigger(event_type="channel.updated"), ipx)]),
+        interval_s=0,
+        cancel_index=JobIndex(
+            [
+                (Trigger(event_type="channel.removed"), Cancelling(ipx, running=True)),
+                (Trigger(event_type="other.*"), Cancelling(job("unrelated"), running=False)),
+            ]
+        ),
+    )
+    removed = EVENT.model_copy(update={"event_type": "channel.removed"})
+    [updated, gone] = await cat.plan([EVENT, removed], pool)
+    assert isinstance(updated, Plan) and isinstance(gone, Plan)
+    assert [r.job_name for r in updated.runs] == ["ipx"] and updated.cancels == []
+    assert gone.runs == [] and gone.cancels == [PlannedCancel(1, "ESPN-HD", running=True)]
+
+
+async def test_a_cancel_whose_lane_fails_cancels_nothing(pool: RenderPool) -> None:
+    broken = job("broken", lane="{{ data.nothing.here }}")
+    cat = Catalogue(
+        JobIndex([]),
+        interval_s=0,
+        cancel_index=JobIndex([(Trigger(event_type="*"), Cancelling(broken, running=False))]),
+    )
+    [plan_] = await cat.plan([EVENT], pool)
+    assert isinstance(plan_, Plan) and plan_.cancels == [] and plan_.runs == []

@@ -23,9 +23,11 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "MAX_VALUE_CHARS",
     "MAX_VALUE_ITEMS",
+    "CancelTrigger",
     "Condition",
     "JobSpec",
     "Op",
+    "PlannedCancel",
     "PlannedRun",
     "Trigger",
     "json_problem",
@@ -180,6 +182,15 @@ class Trigger(BaseModel):
     conditions: Annotated[list[Condition], Field(max_length=50)] = []
 
 
+class CancelTrigger(Trigger):
+    """Events that end a job's waiting runs (`JobSpec.cancel_on`): in the event's lane (the
+    job's lane template rendered for it, `scope: lane`, the only scope), its queued runs are
+    removed and, with `running`, the one dispatched or running is cancelled."""
+
+    scope: Literal["lane"] = "lane"
+    running: bool = False
+
+
 class JobSpec(BaseModel):
     """A job as an operator writes it: trigger, script, command template, lane and limits."""
 
@@ -212,6 +223,17 @@ class JobSpec(BaseModel):
     # still runs.
     debounce_s: Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] = 0.0
     debounce_max_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = None
+    # Cancel on a later event: each entry is a trigger whose events end the job's runs still
+    # waiting in the event's lane (and, with `running`, the one on an executor).
+    cancel_on: Annotated[list[CancelTrigger], Field(max_length=20)] = []
+
+    @model_validator(mode="after")
+    def _cancel_needs_a_lane(self) -> JobSpec:
+        # Without a lane every run is dispatched at once and there is no "this channel's
+        # runs" to end: refuse it rather than cancel every waiting run of the job.
+        if self.cancel_on and self.lane is None:
+            raise ValueError("cancel_on needs a lane: it ends the runs waiting in the event's lane")
+        return self
 
     @model_validator(mode="after")
     def _debounce_window(self) -> JobSpec:
@@ -262,3 +284,13 @@ class PlannedRun:
     debounce_s: float = 0.0
     debounce_max_s: float | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedCancel:
+    """What an event matching a job's `cancel_on` entry ends: the job's queued runs in `lane`
+    and, with `running`, its run dispatched or running there."""
+
+    job_id: int
+    lane: str
+    running: bool = False

@@ -11,7 +11,7 @@ from sqlalchemy import Row, Table, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobmanager.jobs.spec import JobSpec, Trigger
+from jobmanager.jobs.spec import CancelTrigger, JobSpec, Trigger
 from jobmanager.store import ledger
 from jobmanager.store.models import Executor, Job
 from jobmanager.store.outbox import Outbox
@@ -39,6 +39,7 @@ def columns(spec: JobSpec) -> dict[str, Any]:
         "max_concurrency": spec.max_concurrency,
         "debounce_s": spec.debounce_s,
         "debounce_max_s": spec.debounce_max_s,
+        "cancel_on": [c.model_dump(mode="json") for c in spec.cancel_on],
     }
 
 
@@ -63,6 +64,7 @@ def to_spec(row: Row[Any]) -> JobSpec:
         max_concurrency=row.max_concurrency,
         debounce_s=row.debounce_s,
         debounce_max_s=row.debounce_max_s,
+        cancel_on=[CancelTrigger.model_validate(c) for c in row.cancel_on],
     )
 
 

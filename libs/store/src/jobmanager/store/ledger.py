@@ -28,7 +28,7 @@ from sqlalchemy import Row, TextualSelect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobmanager.core.messages import Event, JobRequest, JobResult, RunStarted
-from jobmanager.jobs.spec import PlannedRun
+from jobmanager.jobs.spec import PlannedCancel, PlannedRun
 from jobmanager.store.outbox import Outbox
 from jobmanager.store.outcomes import (
     Acted,
@@ -75,12 +75,15 @@ __all__ = [
     "record",
     "remove",
     "remove_runs",
+    "replay",
     "resume",
 ]
 
 _ENQUEUE = call(
-    "ledger_enqueue(CAST(:batch AS jsonb), CAST(:planned AS jsonb), :now, :interval_s, :dispatch)"
+    "ledger_enqueue(CAST(:batch AS jsonb), CAST(:planned AS jsonb), CAST(:cancels AS jsonb), "
+    ":now, :interval_s, :dispatch)"
 )
+_CREATE = call("ledger_create(CAST(:planned AS jsonb), :now, :interval_s, false)")
 _RECORD = call(
     "ledger_record(CAST(:started AS jsonb), CAST(:results AS jsonb), :now, :interval_s, :dispatch)"
 )
@@ -110,10 +113,12 @@ async def enqueue(
     now: datetime,
     dispatch: bool = False,
     redelivered: Sequence[bool] = (),
+    cancels: Sequence[Sequence[PlannedCancel]] = (),
 ) -> Changes:
-    """Record each new event of the batch and create its runs (`ledger_enqueue`). With
-    `dispatch`, the runs due at once are dispatched in the same statement (their work is in
-    the outbox) instead of going through the gate."""
+    """Record each new event of the batch, apply what it cancels (`cancels`, by event, as
+    `batch`; none if empty) and create its runs (`ledger_enqueue`). With `dispatch`, the
+    runs due at once are dispatched in the same statement (their work is in the outbox)
+    instead of going through the gate."""
     if not batch:
         return Changes()
     again = _flags(redelivered, len(batch))
@@ -133,14 +138,35 @@ async def enqueue(
     runs = [{"i": i, **vars(p)} for i, (_, planned) in enumerate(batch) for p in planned]
     for n, values in enumerate(runs):  # the order of creation
         values["n"] = n
+    ending = [{"i": i, **vars(c)} for i, planned in enumerate(cancels) for c in planned]
     params = {
         "batch": as_json(events),
         "planned": as_json(runs),
+        "cancels": as_json(ending),
         "now": now,
         "interval_s": interval_s,
         "dispatch": dispatch,
     }
     return collect(await conn.execute(_ENQUEUE, params), now, len(batch))
+
+
+async def replay(
+    conn: AsyncConnection,
+    planned: Sequence[tuple[int, str, PlannedRun]],
+    *,
+    interval_s: float,
+    now: datetime,
+) -> Changes:
+    """Create runs for recorded events (`ledger_create`): (event's key, its event_id, the
+    run); an event that already has a run of the job is skipped (`recorded` is per run)."""
+    if not planned:
+        return Changes()
+    runs = [
+        {"n": n, "event_pk": pk, "event_id": event_id, **vars(p)}
+        for n, (pk, event_id, p) in enumerate(planned)
+    ]
+    params = {"planned": as_json(runs), "now": now, "interval_s": interval_s}
+    return collect(await conn.execute(_CREATE, params), now, len(runs))
 
 
 async def record(

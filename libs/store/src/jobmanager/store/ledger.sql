@@ -185,32 +185,214 @@ LANGUAGE sql AS $$
     ORDER BY r.id
 $$;
 
+-- Create runs for recorded events (an event's new runs, or a replay's). `planned`: [{n (the
+-- order of creation), event_pk, event_id, job_id, job_name, script, command, lane,
+-- timeout_s, max_attempts, retry_backoff_s, debounce_s, debounce_max_s, error, ended_by}].
+-- An event makes at most one run of a job, ever (the unique (event_pk, job_id) key): a run
+-- it already has is skipped. `recorded` rows name the planned runs (by `n`) that were
+-- created. A run whose templates failed (`error`) is recorded failed, with its one attempt;
+-- one that an event later in the same batch cancels (`ended_by`: that event) is recorded
+-- removed. A new run of a debounced job (`debounce_s` > 0) supersedes its job's run still
+-- waiting in its lane (queued, never dispatched): that one ends `superseded`, naming its
+-- successor, which takes its place in the lane, its burst and its absorbed events (one
+-- more), and starts no earlier than `debounce_s` after the newest event and no later than
+-- `debounce_max_s` after the burst's first (when set). Lanes that were idle get their first
+-- new run as head; a run without a lane is its own head, due now (unless its job is paused:
+-- then it waits, unrequested, for the resume).
+CREATE FUNCTION ledger_create(
+    planned jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    idle text[];
+    made runs[];
+    d record;
+    w runs;
+    gone runs;
+    burst timestamptz;
+BEGIN
+    -- Lanes first, then the runs: ids handed out under the lane locks keep each lane's
+    -- enqueue order equal to its commit order.
+    SELECT array_agg(l.name) INTO idle
+    FROM ledger_lock_lanes(ARRAY(
+        SELECT p.lane FROM jsonb_to_recordset(planned) AS p(lane text, error text, ended_by bigint)
+        WHERE p.error IS NULL AND p.ended_by IS NULL)) AS l
+    WHERE l.head_run_id IS NULL;
+
+    WITH created AS (
+        INSERT INTO runs (job_id, job_name, script, command, lane, event_pk, event_id,
+                          state, max_attempts, retry_backoff_s, timeout_s, enqueued_at,
+                          result, feedback, finished_at, token, not_before, ended_by_event_pk)
+        SELECT p.job_id, p.job_name, p.script, p.command, p.lane, p.event_pk, p.event_id,
+               CASE WHEN p.error IS NOT NULL THEN 'failed'
+                    WHEN p.ended_by IS NOT NULL THEN 'removed' ELSE 'queued' END,
+               p.max_attempts, p.retry_backoff_s, p.timeout_s, now_,
+               CASE WHEN p.error IS NOT NULL THEN 2 END,
+               coalesce(p.error, ''),
+               CASE WHEN p.error IS NOT NULL OR p.ended_by IS NOT NULL THEN now_ END,
+               CASE WHEN p.lane IS NULL AND p.error IS NULL AND j.paused IS NOT TRUE
+                    THEN 1 ELSE 0 END,
+               CASE WHEN p.lane IS NULL AND p.error IS NULL AND j.paused IS NOT TRUE
+                    THEN now_ END,
+               p.ended_by
+        FROM jsonb_to_recordset(planned) AS p(
+            n int, event_pk bigint, event_id text, job_id int, job_name text, script text,
+            command text, lane text, timeout_s double precision, max_attempts int,
+            retry_backoff_s double precision, error text, ended_by bigint)
+        LEFT JOIN jobs AS j ON j.id = p.job_id
+        ORDER BY p.n
+        ON CONFLICT (event_pk, job_id) DO NOTHING
+        RETURNING *
+    )
+    SELECT array_agg(c::runs ORDER BY c.id) INTO made FROM created AS c;
+    IF made IS NULL THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY SELECT 'recorded'::text, q.n, NULL::runs, NULL::jsonb, NULL::text
+                 FROM unnest(made) AS m
+                 JOIN jsonb_to_recordset(planned) AS q(n int, event_pk bigint, job_id int)
+                   ON q.event_pk = m.event_pk AND q.job_id IS NOT DISTINCT FROM m.job_id;
+
+    INSERT INTO attempts (run_id, attempt, finished_at, result, feedback)
+    SELECT m.id, 1, now_, 2, m.feedback FROM unnest(made) AS m WHERE m.state = 'failed';
+
+    -- Debounce, run by run in creation order: a burst within the batch chains too. A batch
+    -- without a debounced job skips it with one test of its JSON.
+    IF jsonb_path_exists(planned, '$[*] ? (@.debounce_s > 0)') THEN
+        FOR d IN
+            SELECT m.id, m.lane, m.job_id, p.debounce_s, p.debounce_max_s
+            FROM unnest(made) AS m
+            JOIN jsonb_to_recordset(planned) AS p(
+                event_pk bigint, job_id int, debounce_s double precision,
+                debounce_max_s double precision)
+              ON p.event_pk = m.event_pk AND p.job_id = m.job_id
+            WHERE p.debounce_s > 0 AND m.state = 'queued' AND m.lane IS NOT NULL
+            ORDER BY m.id
+        LOOP
+            w := NULL;
+            SELECT * INTO w FROM runs AS r
+            WHERE r.lane = d.lane AND r.job_id = d.job_id AND r.state = 'queued'
+              AND r.attempt = 1 AND r.id < d.id
+            ORDER BY r.id DESC LIMIT 1;
+            burst := coalesce(w.burst_started_at, w.enqueued_at, now_);
+            UPDATE runs SET
+                burst_started_at = burst,
+                debounce_until = least(now_ + make_interval(secs => d.debounce_s),
+                                       burst + make_interval(secs => d.debounce_max_s)),
+                place = coalesce(w.place, w.id),
+                absorbed = coalesce(w.absorbed + 1, 0),
+                execute_now_at = w.execute_now_at
+            WHERE runs.id = d.id;
+            IF w.id IS NOT NULL THEN
+                UPDATE runs SET state = 'superseded', superseded_by = d.id, finished_at = now_,
+                                token = runs.token + 1, not_before = NULL
+                WHERE runs.id = w.id
+                RETURNING * INTO gone;
+                RETURN QUERY SELECT 'notice'::text, NULL::int, gone, NULL::jsonb, NULL::text;
+                IF EXISTS (SELECT 1 FROM lanes AS l
+                           WHERE l.name = d.lane AND l.head_run_id = w.id) THEN
+                    -- Its lane is free again: it gets its next head below.
+                    UPDATE lanes SET head_run_id = NULL WHERE lanes.name = d.lane;
+                    idle := array_append(idle, d.lane);
+                END IF;
+            END IF;
+        END LOOP;
+    END IF;
+
+    RETURN QUERY SELECT 'notice'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
+                 FROM unnest(made) AS m ORDER BY m.id;
+    RETURN QUERY SELECT * FROM ledger_dispatch(
+        ARRAY(SELECT m.id FROM unnest(made) AS m LEFT JOIN jobs AS j ON j.id = m.job_id
+              WHERE dispatch AND m.lane IS NULL AND m.state = 'queued' AND m.token > 0
+                AND j.max_concurrency IS NULL
+              ORDER BY m.id), now_);
+    RETURN QUERY SELECT 'request'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
+                 FROM unnest(made) AS m LEFT JOIN jobs AS j ON j.id = m.job_id
+                 WHERE m.lane IS NULL AND m.state = 'queued' AND m.token > 0
+                   AND NOT (dispatch AND j.max_concurrency IS NULL)
+                 ORDER BY m.id;
+    IF idle IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_advance(idle, now_, interval_s, dispatch);
+    END IF;
+END
+$$;
+
+-- Cancel on a later event (a job's `cancel_on`). `cancels`: [{event_pk, event_id,
+-- event_type, job_id, lane, running}], one per matching entry of a new event. The job's
+-- queued runs in that lane are removed, each naming the event (the batch's first, if
+-- several) as `ended_by_event_pk`; with `running`, its run dispatched or running there (the
+-- lane's head) is cancelled as an operator's cancel is, by "event ID (TYPE)". The caller
+-- holds these lanes.
+CREATE FUNCTION ledger_cancel_on(
+    cancels jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
+) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    freed text[];
+    c record;
+BEGIN
+    SELECT array_agg(DISTINCT l.name) INTO freed
+    FROM jsonb_to_recordset(cancels) AS x(job_id int, lane text)
+    JOIN lanes AS l ON l.name = x.lane
+    JOIN runs AS r ON r.id = l.head_run_id AND r.job_id = x.job_id
+    WHERE r.state = 'queued';
+    RETURN QUERY
+    WITH ended AS (
+        SELECT DISTINCT ON (r.id) r.id, x.event_pk
+        FROM jsonb_to_recordset(cancels) AS x(event_pk bigint, job_id int, lane text)
+        JOIN runs AS r ON r.lane = x.lane AND r.job_id = x.job_id AND r.state = 'queued'
+        ORDER BY r.id, x.event_pk
+    ), gone AS (
+        UPDATE runs SET state = 'removed', finished_at = now_, token = runs.token + 1,
+                        ended_by_event_pk = e.event_pk
+        FROM ended AS e
+        WHERE runs.id = e.id
+        RETURNING runs.*
+    )
+    SELECT 'notice'::text, NULL::int, g::runs, NULL::jsonb, NULL::text FROM gone AS g
+    ORDER BY g.id;
+    IF freed IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ledger_advance(freed, now_, interval_s, dispatch);
+    END IF;
+    FOR c IN
+        SELECT DISTINCT ON (r.id) r.id, x.event_pk, x.event_id, x.event_type
+        FROM jsonb_to_recordset(cancels) AS x(
+            event_pk bigint, event_id text, event_type text, job_id int, lane text,
+            running boolean)
+        JOIN lanes AS l ON l.name = x.lane
+        JOIN runs AS r ON r.id = l.head_run_id AND r.job_id = x.job_id
+        WHERE x.running AND r.state IN ('dispatched', 'running')
+        ORDER BY r.id, x.event_pk
+    LOOP
+        UPDATE runs SET ended_by_event_pk = c.event_pk WHERE runs.id = c.id;
+        RETURN QUERY
+        SELECT * FROM ledger_cancel(c.id, format('event %s (%s)', c.event_id, c.event_type),
+                                    now_, interval_s) AS k
+        WHERE k.kind IN ('notice', 'request', 'work', 'cancel');
+    END LOOP;
+END
+$$;
+
 -- Enqueue: record new events and create their runs. `batch`: the events, [{i, source,
 -- event_id, event_type, occurred_at, payload, matched, redelivered}]; `planned`: their runs,
 -- [{n (the order of creation), i (the event's index), job_id, job_name, script, command,
--- lane, timeout_s, max_attempts, retry_backoff_s, error}]. The unique (source, event_id) key
--- makes a duplicate create nothing (a redelivered one has its runs' lanes' heads re-sent).
--- A run whose templates failed (`error`) is recorded failed, with its one attempt. A new run
--- of a debounced job (`debounce_s` > 0) supersedes its job's run still waiting in its lane
--- (queued, never dispatched): that one ends `superseded`, naming its successor, which takes
--- its place in the lane, its burst and its absorbed events (one more), and starts no earlier
--- than `debounce_s` after the newest event and no later than `debounce_max_s` after the
--- burst's first (when set). Lanes that were idle get their first new run as head; a run without a lane is its own head, due now
--- (unless its job is paused: then it waits, unrequested, for the resume).
+-- lane, timeout_s, max_attempts, retry_backoff_s, debounce_s, debounce_max_s, error}];
+-- `cancels`: what they cancel, [{i, job_id, lane, running}] (`ledger_cancel_on`). The
+-- unique (source, event_id) key makes a duplicate create nothing (a redelivered one has its
+-- runs' lanes' heads re-sent). The runs already there when an event cancels them are ended
+-- first; a run of the batch is ended by an event after its own (it is created removed).
 CREATE FUNCTION ledger_enqueue(
-    batch jsonb, planned jsonb, now_ timestamptz, interval_s double precision, dispatch boolean
+    batch jsonb, planned jsonb, cancels jsonb, now_ timestamptz, interval_s double precision,
+    dispatch boolean
 ) RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
 LANGUAGE plpgsql AS $$
 DECLARE
     new_items int[];
     new_pks bigint[];
-    idle text[];
-    made runs[];
     again bigint[];
-    d record;
-    w runs;
-    gone runs;
-    burst timestamptz;
+    ending jsonb;
+    runs_ jsonb;
 BEGIN
     -- Record the new events, in key order: two batches inserting the same events wait for
     -- each other in the unique index in one order, so they cannot deadlock there. Of an
@@ -249,103 +431,44 @@ BEGIN
     END IF;
 
     IF new_items IS NOT NULL THEN
-        -- Lanes first, then the runs: ids handed out under the lane locks keep each lane's
-        -- enqueue order equal to its commit order.
-        SELECT array_agg(l.name) INTO idle
-        FROM ledger_lock_lanes(ARRAY(
-            SELECT p.lane FROM jsonb_to_recordset(planned) AS p(i int, lane text, error text)
-            WHERE p.i = ANY(new_items) AND p.error IS NULL)) AS l
-        WHERE l.head_run_id IS NULL;
-
-        WITH created AS (
-            INSERT INTO runs (job_id, job_name, script, command, lane, event_pk, event_id,
-                              state, max_attempts, retry_backoff_s, timeout_s, enqueued_at,
-                              result, feedback, finished_at, token, not_before)
-            SELECT p.job_id, p.job_name, p.script, p.command, p.lane, e.pk, g.event_id,
-                   CASE WHEN p.error IS NULL THEN 'queued' ELSE 'failed' END,
-                   p.max_attempts, p.retry_backoff_s, p.timeout_s, now_,
-                   CASE WHEN p.error IS NOT NULL THEN 2 END,
-                   coalesce(p.error, ''),
-                   CASE WHEN p.error IS NOT NULL THEN now_ END,
-                   CASE WHEN p.lane IS NULL AND p.error IS NULL AND j.paused IS NOT TRUE
-                        THEN 1 ELSE 0 END,
-                   CASE WHEN p.lane IS NULL AND p.error IS NULL AND j.paused IS NOT TRUE
-                        THEN now_ END
-            FROM jsonb_to_recordset(planned) AS p(
-                n int, i int, job_id int, job_name text, script text, command text,
-                lane text, timeout_s double precision, max_attempts int,
-                retry_backoff_s double precision, error text)
-            JOIN unnest(new_items, new_pks) AS e(i, pk) ON e.i = p.i
-            JOIN jsonb_to_recordset(batch) AS g(i int, event_id text) ON g.i = p.i
-            LEFT JOIN jobs AS j ON j.id = p.job_id
-            ORDER BY p.n
-            RETURNING *
-        )
-        SELECT array_agg(c::runs ORDER BY c.id) INTO made FROM created AS c;
-
-        INSERT INTO attempts (run_id, attempt, finished_at, result, feedback)
-        SELECT m.id, 1, now_, 2, m.feedback FROM unnest(made) AS m WHERE m.state = 'failed';
-
-        -- Debounce, run by run in creation order: a burst within the batch chains too. (The
-        -- runs were created in `n` order, so the k-th made run is the k-th planned one.) A
-        -- batch without a debounced job skips it with one test of its JSON.
-        IF jsonb_path_exists(planned, '$[*] ? (@.debounce_s > 0)') THEN
-            FOR d IN
-                SELECT m.id, m.lane, m.job_id, p.debounce_s, p.debounce_max_s
-                FROM (SELECT x.id, x.lane, x.job_id, x.state,
-                             row_number() OVER (ORDER BY x.id) AS k FROM unnest(made) AS x) AS m
-                JOIN (SELECT q.debounce_s, q.debounce_max_s, row_number() OVER (ORDER BY q.n) AS k
-                      FROM jsonb_to_recordset(planned) AS q(
-                          n int, i int, debounce_s double precision, debounce_max_s double precision)
-                      WHERE q.i = ANY(new_items)) AS p ON p.k = m.k
-                WHERE p.debounce_s > 0 AND m.state = 'queued' AND m.lane IS NOT NULL
-                  AND m.job_id IS NOT NULL
-                ORDER BY m.id
-            LOOP
-                w := NULL;
-                SELECT * INTO w FROM runs AS r
-                WHERE r.lane = d.lane AND r.job_id = d.job_id AND r.state = 'queued'
-                  AND r.attempt = 1 AND r.id < d.id
-                ORDER BY r.id DESC LIMIT 1;
-                burst := coalesce(w.burst_started_at, w.enqueued_at, now_);
-                UPDATE runs SET
-                    burst_started_at = burst,
-                    debounce_until = least(now_ + make_interval(secs => d.debounce_s),
-                                           burst + make_interval(secs => d.debounce_max_s)),
-                    place = coalesce(w.place, w.id),
-                    absorbed = coalesce(w.absorbed + 1, 0),
-                    execute_now_at = w.execute_now_at
-                WHERE runs.id = d.id;
-                IF w.id IS NOT NULL THEN
-                    UPDATE runs SET state = 'superseded', superseded_by = d.id, finished_at = now_,
-                                    token = runs.token + 1, not_before = NULL
-                    WHERE runs.id = w.id
-                    RETURNING * INTO gone;
-                    RETURN QUERY SELECT 'notice'::text, NULL::int, gone, NULL::jsonb, NULL::text;
-                    IF EXISTS (SELECT 1 FROM lanes AS l
-                               WHERE l.name = d.lane AND l.head_run_id = w.id) THEN
-                        -- Its lane is free again: it gets its next head below.
-                        UPDATE lanes SET head_run_id = NULL WHERE lanes.name = d.lane;
-                        idle := array_append(idle, d.lane);
-                    END IF;
-                END IF;
-            END LOOP;
+        IF jsonb_array_length(cancels) > 0 THEN
+            SELECT jsonb_agg(jsonb_build_object(
+                       'i', c.i, 'event_pk', e.pk, 'event_id', g.event_id,
+                       'event_type', g.event_type, 'job_id', c.job_id, 'lane', c.lane,
+                       'running', c.running) ORDER BY c.i)
+            INTO ending
+            FROM jsonb_to_recordset(cancels) AS c(i int, job_id int, lane text, running boolean)
+            JOIN unnest(new_items, new_pks) AS e(i, pk) ON e.i = c.i
+            JOIN jsonb_to_recordset(batch) AS g(i int, event_id text, event_type text)
+              ON g.i = c.i;
         END IF;
-
-        RETURN QUERY SELECT 'notice'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
-                     FROM unnest(made) AS m ORDER BY m.id;
-        RETURN QUERY SELECT * FROM ledger_dispatch(
-            ARRAY(SELECT m.id FROM unnest(made) AS m LEFT JOIN jobs AS j ON j.id = m.job_id
-                  WHERE dispatch AND m.lane IS NULL AND m.state = 'queued' AND m.token > 0
-                    AND j.max_concurrency IS NULL
-                  ORDER BY m.id), now_);
-        RETURN QUERY SELECT 'request'::text, NULL::int, m::runs, NULL::jsonb, NULL::text
-                     FROM unnest(made) AS m LEFT JOIN jobs AS j ON j.id = m.job_id
-                     WHERE m.lane IS NULL AND m.state = 'queued' AND m.token > 0
-                       AND NOT (dispatch AND j.max_concurrency IS NULL)
-                     ORDER BY m.id;
-        IF idle IS NOT NULL THEN
-            RETURN QUERY SELECT * FROM ledger_advance(idle, now_, interval_s, dispatch);
+        IF ending IS NOT NULL THEN
+            -- Every lane the batch touches, locked at once in the lock order: the lanes of
+            -- its new runs and those its cancels end runs in (only lanes that exist have
+            -- any). Without cancels, `ledger_create` locks the new runs' lanes itself.
+            PERFORM 1 FROM ledger_lock_lanes(ARRAY(
+                SELECT p.lane FROM jsonb_to_recordset(planned) AS p(i int, lane text, error text)
+                WHERE p.i = ANY(new_items) AND p.error IS NULL
+                UNION
+                SELECT l.name FROM lanes AS l
+                WHERE l.name IN (SELECT x.lane FROM jsonb_to_recordset(ending) AS x(lane text))));
+            RETURN QUERY SELECT * FROM ledger_cancel_on(ending, now_, interval_s, dispatch);
+        END IF;
+        SELECT jsonb_agg(p.x || jsonb_build_object(
+                   'event_pk', e.pk, 'event_id', g.event_id,
+                   'ended_by', (SELECT x.event_pk
+                                FROM jsonb_to_recordset(ending) AS x(
+                                    i int, event_pk bigint, job_id int, lane text)
+                                WHERE x.i > e.i AND x.job_id = (p.x->>'job_id')::int
+                                  AND x.lane = p.x->>'lane'
+                                ORDER BY x.i LIMIT 1)))
+        INTO runs_
+        FROM jsonb_array_elements(planned) AS p(x)
+        JOIN unnest(new_items, new_pks) AS e(i, pk) ON e.i = (p.x->>'i')::int
+        JOIN jsonb_to_recordset(batch) AS g(i int, event_id text) ON g.i = e.i;
+        IF runs_ IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM ledger_create(runs_, now_, interval_s, dispatch) AS k
+                         WHERE k.kind <> 'recorded';
         END IF;
     END IF;
     IF again IS NOT NULL THEN

@@ -100,6 +100,8 @@ class Job(Base):
     # Debounce: a burst of events for one lane becomes one run (see the runs' columns).
     debounce_s: Mapped[float] = mapped_column(Float, server_default="0")
     debounce_max_s: Mapped[float | None] = mapped_column(Float)
+    # Cancel on a later event: triggers (with `scope` and `running`) that end its runs.
+    cancel_on: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -150,7 +152,9 @@ class Run(Outcome, Base):
             postgresql_where=text("state = 'succeeded'"),
         ),
         Index("ix_runs_failed", "finished_at", "id", postgresql_where=text("state = 'failed'")),
-        Index("ix_runs_event_pk", "event_pk"),
+        # One run per event and job, ever: a replay of past events skips those that have one
+        # (runs of a deleted job, job_id null, never collide). Also the runs of an event.
+        Index("ix_runs_event_job", "event_pk", "job_id", unique=True),
         # A debounced run's lineage: the runs it superseded.
         Index(
             "ix_runs_superseded_by",
@@ -193,6 +197,9 @@ class Run(Outcome, Base):
     debounce_until: Mapped[datetime | None]
     absorbed: Mapped[int] = mapped_column(Integer, server_default="0")
     superseded_by: Mapped[int | None] = mapped_column(BigInteger)
+    # The event that removed or cancelled it (a job's `cancel_on`). No foreign key: events
+    # expire, and the run still says which one it was by its id.
+    ended_by_event_pk: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Attempt(Outcome, Base):

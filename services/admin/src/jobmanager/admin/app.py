@@ -32,6 +32,7 @@ from jobmanager.admin.routes import (
     overview,
     pausing,
     queue,
+    replay,
     settings,
     whoami,
 )
@@ -121,6 +122,7 @@ def create_app(config: AdminSettings) -> FastAPI:
         queue,
         finished,
         bulk,
+        replay,
         settings,
         overview,
         activity,

@@ -18,7 +18,7 @@ from fastapi import HTTPException
 from sqlalchemy import ColumnElement, Row, Select, Table, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobmanager.admin.schemas import AttemptOut, Page, RunDetail, RunOut
+from jobmanager.admin.schemas import AttemptOut, EndedBy, Page, RunDetail, RunOut
 from jobmanager.store.models import QUEUE_STATES, Attempt, Event, Run
 
 runs = cast(Table, Run.__table__)
@@ -199,11 +199,26 @@ async def run_detail(conn: AsyncConnection, run_id: int) -> RunDetail | None:
     absorbed = []
     if row.absorbed:
         absorbed = [str(e) for e in (await conn.scalars(_LINEAGE, {"id": run_id})).all() if e]
+    ended_by = None
+    if row.ended_by_event_pk is not None:
+        ender = (
+            await conn.execute(
+                select(events.c.event_id, events.c.event_type).where(
+                    events.c.id == row.ended_by_event_pk
+                )
+            )
+        ).one_or_none()
+        ended_by = EndedBy(
+            id=row.ended_by_event_pk,
+            event_id=ender.event_id if ender else None,
+            event_type=ender.event_type if ender else None,
+        )
     return RunDetail(
         **run_out(row).model_dump(),
         output_tail=row.output_tail,
         event=event,
         absorbed_events=absorbed,
+        ended_by_event=ended_by,
         attempts=[
             AttemptOut(
                 attempt=a.attempt,

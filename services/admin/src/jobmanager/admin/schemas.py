@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from jobmanager.jobs.spec import JobSpec, Trigger, json_problem
+from jobmanager.jobs.spec import CancelTrigger, JobSpec, Trigger, json_problem
 
 T = TypeVar("T")
 
@@ -75,12 +75,23 @@ class AttemptOut(Out):
     output_tail: str
 
 
+class EndedBy(Out):
+    """The event that removed or cancelled a run (its job's `cancel_on`)."""
+
+    id: int = Field(description="the recorded event's key")
+    event_id: str | None = Field(description="null once the event has expired")
+    event_type: str | None
+
+
 class RunDetail(RunOut):
     output_tail: str
     attempts: list[AttemptOut]
     event: dict[str, Any] | None
     absorbed_events: list[str] = Field(
         default_factory=list, description="ids of the earlier events of its burst (debounce)"
+    )
+    ended_by_event: EndedBy | None = Field(
+        None, description="the event that removed or cancelled it (cancel_on)"
     )
 
 
@@ -114,6 +125,7 @@ class JobPatch(BaseModel):
     max_concurrency: int | None = None
     debounce_s: float | None = None
     debounce_max_s: float | None = None
+    cancel_on: list[CancelTrigger] | None = None
 
 
 class DryRunIn(BaseModel):

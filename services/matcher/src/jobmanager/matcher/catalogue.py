@@ -1,4 +1,5 @@
-"""The job catalogue in memory: jobs indexed for matching, templates compiled, settings.
+"""The job catalogue in memory: jobs indexed for matching (their triggers, and their
+`cancel_on` triggers), templates compiled, settings.
 
 Loaded from Postgres at start, on every control broadcast and periodically; matching an event
 then touches no database. Templates are compiled here only to refuse invalid ones; they are
@@ -9,19 +10,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobmanager.core.logs import Throttled
 from jobmanager.core.messages import Event
 from jobmanager.jobs.matching import JobIndex
+from jobmanager.jobs.planning import planned_run
 from jobmanager.jobs.renderer import Crashed, Rendered, RenderPool, Templates
-from jobmanager.jobs.spec import PlannedRun
+from jobmanager.jobs.spec import PlannedCancel, PlannedRun, Trigger
 from jobmanager.jobs.templating import compile_template
 from jobmanager.store import jobs as job_store
 from jobmanager.store import settings
 
 log = logging.getLogger(__name__)
+# A job whose lane fails for its cancel events would say so on every one of them.
+_cancel_failed = Throttled(log, every_s=60)
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,30 @@ class CompiledJob:
 
 
 @dataclass(frozen=True)
+class Cancelling:
+    """A job's `cancel_on` entry: its events end the job's runs in their lane."""
+
+    job: CompiledJob
+    running: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an event does: the runs it causes and the runs it cancels."""
+
+    runs: list[PlannedRun]
+    cancels: list[PlannedCancel] = field(default_factory=list)
+
+
+def _no_cancels() -> JobIndex[Cancelling]:
+    return JobIndex([])
+
+
+@dataclass(frozen=True)
 class Catalogue:
     index: JobIndex[CompiledJob]
     interval_s: float
+    cancel_index: JobIndex[Cancelling] = field(default_factory=_no_cancels)
 
     @classmethod
     async def load(cls, engine: AsyncEngine) -> Catalogue:
@@ -48,6 +74,7 @@ class Catalogue:
             rows = await job_store.all_jobs(conn)
             queue = await settings.load(conn, "queue", settings.QueueSettings)
         entries = []
+        cancels: list[tuple[Trigger, Cancelling]] = []
         for row in rows:
             if not row.enabled:
                 continue
@@ -71,43 +98,56 @@ class Catalogue:
                 log.error("job %r is invalid and will not match: %s", row.name, exc)
                 continue
             entries.append((spec.trigger, compiled))
-        return cls(JobIndex(entries), queue.interval_s)
+            cancels += [(entry, Cancelling(compiled, entry.running)) for entry in spec.cancel_on]
+        return cls(JobIndex(entries), queue.interval_s, JobIndex(cancels))
 
-    async def plan(
-        self, events: Sequence[Event], renderer: RenderPool
-    ) -> list[list[PlannedRun] | Crashed]:
-        """The runs each event causes: one per matching enabled job, its templates rendered
-        by `renderer` (all of the batch in one call). A job whose templates fail for an event
-        (an error, a limit) still gets a run, recorded as Failed with the error; an event
-        whose rendering crashed the renderer every time is Crashed, for the caller to park."""
+    async def plan(self, events: Sequence[Event], renderer: RenderPool) -> list[Plan | Crashed]:
+        """What each event does: one run per matching enabled job and one cancel per matching
+        `cancel_on` entry, their templates rendered by `renderer` (all of the batch in one
+        call; a cancel renders its job's lane only). A job whose templates fail for an event
+        (an error, a limit) still gets a run, recorded as Failed with the error; a cancel whose
+        lane fails cancels nothing, and says so in the log. An event whose rendering crashed
+        the renderer every time is Crashed, for the caller to park."""
         documents = [event.document() for event in events]
         matched = [self.index.match(document) for document in documents]
+        ending = [self.cancel_index.match(document) for document in documents]
         outcomes = await renderer.render(
             [
-                (doc, [job.templates for job in jobs])
-                for doc, jobs in zip(documents, matched, strict=True)
+                (
+                    doc,
+                    [job.templates for job in jobs]
+                    + [Templates("", c.job.templates.lane) for c in cancels],
+                )
+                for doc, jobs, cancels in zip(documents, matched, ending, strict=True)
             ]
         )
-        return [
-            outcome
-            if isinstance(outcome, Crashed)
-            else [_planned(job, rendered) for job, rendered in zip(jobs, outcome, strict=True)]
-            for jobs, outcome in zip(matched, outcomes, strict=True)
-        ]
+        plans: list[Plan | Crashed] = []
+        for event, jobs, cancels, outcome in zip(events, matched, ending, outcomes, strict=True):
+            if isinstance(outcome, Crashed):
+                plans.append(outcome)
+                continue
+            runs = [
+                planned_run(job.id, job, rendered)
+                for job, rendered in zip(jobs, outcome[: len(jobs)], strict=True)
+            ]
+            plans.append(Plan(runs, _cancels(event, cancels, outcome[len(jobs) :])))
+        return plans
 
 
-def _planned(job: CompiledJob, rendered: Rendered) -> PlannedRun:
-    error = None if rendered.error is None else f"could not prepare the run: {rendered.error}"
-    return PlannedRun(
-        job_id=job.id,
-        job_name=job.name,
-        script=job.script,
-        command=rendered.command,  # as rendered before the lane failed, if it did
-        lane=rendered.lane,
-        timeout_s=job.timeout_s,
-        max_attempts=job.max_attempts,
-        retry_backoff_s=job.retry_backoff_s,
-        debounce_s=job.debounce_s,
-        debounce_max_s=job.debounce_max_s,
-        error=error,
-    )
+def _cancels(
+    event: Event, cancels: Sequence[Cancelling], rendered: Sequence[Rendered]
+) -> list[PlannedCancel]:
+    planned = []
+    for cancel, lane in zip(cancels, rendered, strict=True):
+        if lane.error is not None or lane.lane is None:
+            _cancel_failed.warning(
+                f"cancel_on:{cancel.job.id}",
+                "event %s matches a cancel_on of job %r, but its lane could not be rendered "
+                "(%s): nothing cancelled",
+                event.event_id,
+                cancel.job.name,
+                lane.error,
+            )
+            continue
+        planned.append(PlannedCancel(cancel.job.id, lane.lane, cancel.running))
+    return planned

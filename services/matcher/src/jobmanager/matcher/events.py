@@ -23,7 +23,7 @@ from jobmanager.core.broker import Publisher
 from jobmanager.core.messages import Event
 from jobmanager.jobs.renderer import Crashed, RenderPool
 from jobmanager.jobs.spec import PlannedRun
-from jobmanager.matcher.catalogue import Catalogue
+from jobmanager.matcher.catalogue import Catalogue, Plan
 from jobmanager.matcher.metrics import EVENTS, count_published
 from jobmanager.store import db, ledger
 
@@ -134,7 +134,7 @@ class EventsHandler:
                 parsed.append((message, event))
         catalogue = self._catalogue()
         plans = await catalogue.plan([event for _, event in parsed], self._renderer)
-        accepted: list[tuple[AbstractIncomingMessage, Event, list[PlannedRun]]] = []
+        accepted: list[tuple[AbstractIncomingMessage, Event, Plan]] = []
         for (message, event), plan in zip(parsed, plans, strict=True):
             if isinstance(plan, Crashed):
                 EVENTS.labels("parked").inc()
@@ -147,16 +147,17 @@ class EventsHandler:
         async with db.transaction(self._engine, single_statement=True) as conn:
             done = await ledger.enqueue(
                 conn,
-                [(event, planned) for _, event, planned in accepted],
+                [(event, plan.runs) for _, event, plan in accepted],
                 interval_s=catalogue.interval_s,
                 now=now,
                 dispatch=self._direct_dispatch,
                 redelivered=[bool(message.redelivered) for message, _, _ in accepted],
+                cancels=[plan.cancels for _, _, plan in accepted],
             )
         await done.outbox.publish(self._publisher, now=now)
         count_published(done.outbox, now)
-        for (_, event, planned), recorded in zip(accepted, done.recorded, strict=True):
-            self._count(event, planned, duplicate=not recorded)
+        for (_, event, plan), recorded in zip(accepted, done.recorded, strict=True):
+            self._count(event, plan.runs, duplicate=not recorded)
         await consumer.ack([message for message, _, _ in accepted])
         return []
 

@@ -104,6 +104,12 @@ function summary(run) {
       ? item("Absorbed events", ...run.absorbed_events.flatMap((id, i) => [i ? ", " : "", h("code", {}, id)]))
       : [],
     run.held ? item("Held", "waiting for a slot of its job's concurrency limit") : [],
+    // Cancel on a later event: the event that removed or cancelled it.
+    run.ended_by_event
+      ? item(removed ? "Removed by event" : "Cancelled by event",
+          h("code", {}, run.ended_by_event.event_id ?? `#${run.ended_by_event.id} (expired)`),
+          run.ended_by_event.event_type ? ` (${run.ended_by_event.event_type})` : "")
+      : [],
   ].flat();
 }
 
