@@ -171,6 +171,7 @@ async def measure(
             lambda c: celery_baseline.measure(
                 infra,
                 c,
+                queue_type="classic",
                 seconds=plan.rep_seconds,
                 max_tasks=plan.celery_max,
                 repetitions=plan.repetitions,
