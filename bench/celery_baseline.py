@@ -1,8 +1,12 @@
-"""Baseline: Celery running a no-op task on the same RabbitMQ, results in the same Postgres.
+"""Baselines: Celery running a no-op task on the same RabbitMQ, results in the same Postgres.
 
 The worker is a process of its own (prefork, one child per core, acks_late); the results go
 to a database of the run's own through Celery's database backend. Tasks/s is measured like
 our runs/s: from the first publish to the moment the database holds every result.
+
+Two configurations of the one measurement: Celery's default classic queue, and the quorum
+queue (with confirmed publishes) that a user who wants the replication our queues have would
+run (`bench.celery_app.make_app`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncpg
 from aio_pika.abc import AbstractConnection
 
 from bench import cpu
-from bench.celery_app import TASK, make_app
+from bench.celery_app import TASK, QueueType, make_app
 from bench.cpu import Usage
 from bench.infra import Infra, MeasurementError, database, processes
 from bench.stats import median, spread
@@ -31,6 +35,7 @@ POLL_S = 0.1
 
 @dataclass(frozen=True)
 class CeleryResult:
+    queue_type: QueueType
     tasks_per_s: float
     repetitions: list[float]
     tasks: int
@@ -38,9 +43,12 @@ class CeleryResult:
     cpu: Usage
 
     def note(self) -> str:
+        queue = (
+            "quorum queue, confirmed publishes" if self.queue_type == "quorum" else "classic queue"
+        )
         return (
-            f"{self.tasks:,} tasks per repetition, prefork x{self.concurrency}, acks_late, "
-            f"database backend; {spread(self.repetitions)} tasks/s; "
+            f"{self.tasks:,} tasks per repetition, {queue}, prefork x{self.concurrency}, "
+            f"acks_late, database backend; {spread(self.repetitions)} tasks/s; "
             + self.cpu.note().replace("per run", "per task")
         )
 
@@ -79,29 +87,33 @@ async def measure(
     infra: Infra,
     connection: AbstractConnection,
     *,
+    queue_type: QueueType,
     seconds: float,
     max_tasks: int,
     repetitions: int,
     warmup: int,
 ) -> CeleryResult:
-    """Tasks/s; each repetition sends about `seconds` worth of tasks at the warm-up's rate
-    (at least 500, at most `max_tasks`)."""
+    """Tasks/s through a queue of `queue_type`; each repetition sends about `seconds` worth of
+    tasks at the warm-up's rate (at least 500, at most `max_tasks`)."""
     concurrency = os.cpu_count() or 1
-    queue = f"{unique('bench')}.celery"
+    queue = f"{unique('bench')}.celery-{queue_type}"
     async with database(infra, migrated=False) as url:
-        app = make_app(broker=infra.amqp_url, backend=backend_url(url), queue=queue)
+        app = make_app(
+            broker=infra.amqp_url, backend=backend_url(url), queue=queue, queue_type=queue_type
+        )
         await asyncio.to_thread(lambda: app.backend)  # creates Celery's result tables
         conn = await asyncpg.connect(plain_url(url))
         try:
             async with processes(infra, connection) as group:
                 worker = group.start(
-                    "celery-worker",
+                    f"celery-{queue_type}-worker",
                     [
                         "-m",
                         "bench.celery_app",
                         infra.amqp_url,
                         backend_url(url),
                         queue,
+                        queue_type,
                         str(concurrency),
                     ],
                     {},
@@ -135,4 +147,4 @@ async def measure(
             await conn.close()
             app.close()
             await delete_queues(infra.amqp_url, queue, exchanges=[queue])
-    return CeleryResult(median(rates), rates, tasks, concurrency, used)
+    return CeleryResult(queue_type, median(rates), rates, tasks, concurrency, used)

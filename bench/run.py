@@ -29,10 +29,11 @@ from typing import Any, TypeVar
 from aio_pika.abc import AbstractConnection
 
 from bench import api, celery_baseline, debounce, e2e, matching, memory, relay, skeleton
+from bench.celery_app import QueueType
 from bench.e2e import Setting
 from bench.infra import Driver, Infra, disturbed, driver
 from bench.profiling import Profiler
-from bench.report import Report
+from bench.report import CELERY_SECTIONS, Report
 from jobmanager.core.broker import connect
 from jobmanager.core.runtime import Unavailable
 from jobmanager.store import db
@@ -51,6 +52,7 @@ class Plan:
     rep_seconds: float  # Celery's and ours: each repetition sized to last about this long
     celery_warmup: int
     celery_max: int
+    celery_quorum_max: int  # slower than classic, so the quick run caps it lower
     settings: tuple[Setting, ...]
     e2e_warmup: int
     e2e_max: int
@@ -74,6 +76,7 @@ FULL = Plan(
     rep_seconds=30.0,
     celery_warmup=300,
     celery_max=20_000,
+    celery_quorum_max=20_000,
     settings=(Setting(1, 4), Setting(2, 4), Setting(1, 16), Setting(2, 4, matchers=2)),
     e2e_warmup=200,
     e2e_max=10_000,
@@ -95,6 +98,7 @@ QUICK = Plan(
     rep_seconds=10.0,
     celery_warmup=200,
     celery_max=3_000,
+    celery_quorum_max=2_000,
     settings=(QUICK_SETTING,),
     e2e_warmup=100,
     e2e_max=2_000,
@@ -164,19 +168,27 @@ async def measure(
                 infra, c, messages=plan.relay_messages, repetitions=plan.repetitions
             ),
         )
-        report.celery = await attempt(
-            report,
-            broker,
-            "celery",
-            lambda c: celery_baseline.measure(
-                infra,
-                c,
-                seconds=plan.rep_seconds,
-                max_tasks=plan.celery_max,
-                repetitions=plan.repetitions,
-                warmup=plan.celery_warmup,
-            ),
+        celery_plans: tuple[tuple[QueueType, int], ...] = (
+            ("classic", plan.celery_max),
+            ("quorum", plan.celery_quorum_max),
         )
+        for queue_type, max_tasks in celery_plans:
+            baseline = await attempt(
+                report,
+                broker,
+                CELERY_SECTIONS[queue_type],
+                functools.partial(
+                    celery_baseline.measure,
+                    infra,
+                    queue_type=queue_type,
+                    seconds=plan.rep_seconds,
+                    max_tasks=max_tasks,
+                    repetitions=plan.repetitions,
+                    warmup=plan.celery_warmup,
+                ),
+            )
+            if baseline is not None:
+                report.celery[queue_type] = baseline
         for index, setting in enumerate(plan.settings):
             last = index == len(plan.settings) - 1
             found = await attempt(
