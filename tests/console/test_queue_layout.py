@@ -1,8 +1,9 @@
 """The Queue's layout at common window widths, and the run page of a removed run.
 
-At every width the operator must be able to see and click each action button: none may lie
-outside the window, be cut off by the table, or be covered by another cell; and a run
-waiting for a retry must not be squeezed into a tall narrow column of Feedback.
+At every width the operator must be able to see and click each action button, each
+selection checkbox and each button of the bar of bulk actions: none may lie outside the
+window, be cut off by the table, or be covered by another cell; and a run waiting for a retry
+must not be squeezed into a tall narrow column of Feedback.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ COMMAND = (
     '"pod_service": "pod-7", "compression_element": "enc-12", "valid": true}'
 )
 
-# Each action button's box, the window's and the table's, and what the page shows at the
-# button's centre (a cell scrolled over it would be found there instead).
-BOXES = """() => {
-  const wrap = document.querySelector(".table-wrap").getBoundingClientRect();
-  return [...document.querySelectorAll("td.actions button")].map((button) => {
+# The box of each control the selector finds, the window's and its container's (the table's
+# or the bulk bar's), and what the page shows at the control's centre (a cell scrolled over
+# it would be found there instead).
+BOXES = """(selector) => {
+  return [...document.querySelectorAll(selector)].map((button) => {
+    const wrap = button.closest(".table-wrap, .bulk-bar").getBoundingClientRect();
     const box = button.getBoundingClientRect();
     const top = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
     return {
-      label: button.getAttribute("aria-label"),
+      label: button.getAttribute("aria-label") || button.textContent.trim(),
       left: box.left, right: box.right, top: box.top, bottom: box.bottom,
       clipped: button.scrollWidth > button.clientWidth + 1,
       onTop: top !== null && button.contains(top),
@@ -79,20 +81,37 @@ async def test_every_queue_action_is_in_view_at_common_widths(console: Console, 
         has=page.get_by_role("link", name=f"Run {retry_id}", exact=True)
     )
     await expect(retry_row.locator("td.feedback")).to_contain_text("the IPX refused")
+    # Both runs selected: their checkboxes, the page's, and the bar with Remove.
+    await page.get_by_label("Select the runs on this page").check()
+    selected = page.get_by_role("region", name="Selected runs")
+    await expect(selected).to_contain_text("2 selected")
+    await expect(selected.get_by_role("button", name="Remove")).to_be_visible()
 
     for width in WIDTHS:
         await page.set_viewport_size({"width": width, "height": 900})
         await page.wait_for_timeout(100)  # one layout
-        boxes = await page.evaluate(BOXES)
+        boxes = await page.evaluate(BOXES, "td.actions button")
         assert len(boxes) == 4
-        for box in boxes:
+        checkboxes = await page.evaluate(BOXES, "input.pick")
+        assert len(checkboxes) == 3
+        bulk = await page.evaluate(BOXES, ".bulk-bar button:not([hidden])")
+        assert [b["label"] for b in bulk] == ["Remove", "Clear selection"]
+        for box in [*boxes, *checkboxes, *bulk]:
             where = f"{box['label']} at {width} px: {box}"
             assert 0 <= box["left"] and box["right"] <= box["window"], f"off-screen: {where}"
             assert box["wrapLeft"] <= box["left"] and box["right"] <= box["wrapRight"], (
-                f"cut off by the table: {where}"
+                f"cut off by its table or bar: {where}"
             )
             assert not box["clipped"], f"its label is clipped: {where}"
             assert box["onTop"], f"covered by something else: {where}"
+        # The run's number stays in its cell, beside its checkbox.
+        spill = await page.evaluate(
+            """() => [...document.querySelectorAll("tbody th a")].filter(
+                (link) => link.getBoundingClientRect().right >
+                    link.closest("th").getBoundingClientRect().right
+            ).map((link) => link.textContent)"""
+        )
+        assert spill == [], f"run numbers out of their cells at {width} px: {spill}"
         # A run waiting for a retry stays a few lines tall, Feedback readable beside it.
         height = (await retry_row.bounding_box() or {}).get("height", 0)
         line = await page.evaluate("parseFloat(getComputedStyle(document.body).lineHeight)")

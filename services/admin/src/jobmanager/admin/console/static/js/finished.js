@@ -1,7 +1,9 @@
 // The Executed Jobs and Failed Jobs pages: the finished runs with their Result and
-// Feedback; Execute a failed run again (operator); delete rows and Auto Cleanup (admin).
+// Feedback; Execute a failed run again, or many at once (operator); delete rows, one or
+// many, and Auto Cleanup (admin).
 
 import { api, can } from "./api.js";
+import { Selection } from "./bulk.js";
 import { confirmAction, openDialog, submitting } from "./dialogs.js";
 import { $, RESULT, badge, clip, duration, h, time } from "./dom.js";
 import { ListView } from "./live.js";
@@ -10,6 +12,31 @@ import { act, notify, problem, start } from "./shell.js";
 const table = document.body.dataset.table; // "executed" or "failed"
 const title = table === "failed" ? "Failed Jobs" : "Executed Jobs";
 let view;
+
+const selection = new Selection({
+  root: $(".list"),
+  noun: table === "failed" ? "failed run" : "executed run",
+  actions: {
+    execute: {
+      method: "POST",
+      path: "/failed/execute",
+      verb: "execute again",
+      confirm: "Execute again",
+      note: "Each gets a new attempt, as with Execute.",
+      done: "executing again",
+      left: "no longer failed",
+    },
+    delete: {
+      method: "DELETE",
+      path: `/${table}`,
+      verb: "delete",
+      confirm: "Delete rows",
+      note: `Their rows are deleted from ${title} for good.`,
+      done: `deleted from ${title}`,
+      left: `no longer in ${title}`,
+    },
+  },
+});
 
 async function execute(run) {
   const again = await act(() => api.post(`/failed/${run.id}/execute`));
@@ -64,7 +91,12 @@ function actions(run) {
 }
 
 function row(run) {
-  const id = h("th", { scope: "row" }, h("a", { href: `/runs/${run.id}`, "aria-label": `Run ${run.id}` }, String(run.id)));
+  const id = h(
+    "th",
+    { scope: "row" },
+    selection.box(run),
+    h("a", { href: `/runs/${run.id}`, "aria-label": `Run ${run.id}` }, String(run.id)),
+  );
   const lane = h("td", {}, run.lane === null ? h("span", { class: "muted" }, "none") : h("code", {}, run.lane));
   const command = h("td", { class: "command" }, clip(run.command, 200));
   if (table === "failed") {
@@ -173,6 +205,9 @@ if (start()) {
     root: $(".list"),
     row,
     empty: table === "failed" ? "No failed runs." : "No executed runs.",
-  }).start();
+    rendered: (items) => selection.rendered(items),
+  });
+  selection.attach(view);
+  view.start();
   setUpCleanup();
 }

@@ -17,9 +17,11 @@ const timeOfDay = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
 export class ListView {
   /** path: the API list ("/queue"); root: the element holding form.filters, the table, the
-   *  pager and [data-status]; row(item): a <tr> for an item; empty: the text of no rows. */
-  constructor({ path, root, row, empty, interval = 2000 }) {
-    Object.assign(this, { path, row, empty, interval });
+   *  pager and [data-status]; row(item): a <tr> for an item; empty: the text of no rows;
+   *  rendered(items): called after every refresh that drew the page (a selection keeps
+   *  only the rows still there). */
+  constructor({ path, root, row, empty, interval = 2000, rendered = () => {} }) {
+    Object.assign(this, { path, row, empty, interval, rendered });
     this.form = $("form.filters", root);
     this.body = $("tbody", root);
     this.columns = $$("thead th", root).length;
@@ -81,6 +83,7 @@ export class ListView {
     this.refresh();
   }
 
+  /** The filters as the API takes them, with the cursor of the page shown. */
   query() {
     const query = { cursor: this.cursor };
     for (const control of this.form.elements) {
@@ -113,6 +116,7 @@ export class ListView {
       const page = await api.get(this.path, this.query());
       this.next = page.next_cursor;
       this.render(page.items);
+      this.rendered(page.items);
       this.status.textContent = `Updated ${timeOfDay.format(new Date())}`;
       this.status.classList.remove("stale");
     } catch (error) {

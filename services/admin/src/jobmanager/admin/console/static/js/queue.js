@@ -1,14 +1,33 @@
 // The Queue page: runs waiting, dispatched or running, with when each will start; Remove
-// and Execute Now of a waiting run, Cancel of a dispatched or running one (operator); the
-// interval between two runs of a lane (admin).
+// and Execute Now of a waiting run, Cancel of a dispatched or running one, Remove of many
+// waiting runs at once (operator); the interval between two runs of a lane (admin).
 
 import { api, can } from "./api.js";
+import { Selection } from "./bulk.js";
 import { confirmAction, submitting } from "./dialogs.js";
 import { $, badge, clip, countdown, h, ticks, time } from "./dom.js";
 import { ListView } from "./live.js";
 import { act, notify, start } from "./shell.js";
 
 let view;
+
+// Remove applies to waiting runs only, as its single-row button: only they can be selected.
+const selection = new Selection({
+  root: $(".list"),
+  noun: "queued run",
+  selectable: (run) => run.state === "queued",
+  actions: {
+    remove: {
+      method: "POST",
+      path: "/queue/remove",
+      verb: "remove",
+      confirm: "Remove runs",
+      note: "They will never execute; a run already dispatched or running is left alone.",
+      done: "removed",
+      left: "no longer queued",
+    },
+  },
+});
 
 /** When a run will start, and what its job's flow control does to it. */
 function starts(run) {
@@ -124,7 +143,12 @@ function row(run) {
   return h(
     "tr",
     { class: retrying ? "retrying" : undefined },
-    h("th", { scope: "row" }, h("a", { href: `/runs/${run.id}`, "aria-label": `Run ${run.id}` }, String(run.id))),
+    h(
+      "th",
+      { scope: "row" },
+      selection.box(run),
+      h("a", { href: `/runs/${run.id}`, "aria-label": `Run ${run.id}` }, String(run.id)),
+    ),
     h("td", { class: "job" }, run.job),
     h("td", { class: "lane" }, lane(run)),
     h("td", {}, badge(run.state)),
@@ -155,7 +179,10 @@ if (start()) {
     root: $(".list"),
     row,
     empty: "No run is waiting or running.",
-  }).start();
+    rendered: (items) => selection.rendered(items),
+  });
+  selection.attach(view);
+  view.start();
   ticks();
   interval().catch((error) => notify(`The interval could not be read: ${error.message}`));
 }
