@@ -262,6 +262,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", "/executed"): nothing,
     ("GET", "/failed"): nothing,
     ("GET", "/runs/{run_id}"): succeeded_run,
+    ("GET", "/events"): nothing,
     ("GET", "/static/{name}"): console_asset,
 }
 

@@ -1,0 +1,140 @@
+"""The Events page in Chromium, against the real stack: a published event with what it matched
+and its payload (as text, never HTML), and the dead letters; and its controls in view at
+common window widths."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from console.conftest import API, Console, sign_in
+from playwright.async_api import Page, expect
+
+WIDTHS = [1024, 1280, 1920]
+# Markup in an event's data: the payload dialog must show it as text.
+MARKUP = '<img src=x data-injected="1"><b>bold</b>'
+
+
+async def named_key(console: Console, role: str) -> tuple[str, str]:
+    """A new key and its name (the audit log names the caller `key:NAME`)."""
+    name = f"{role}-{uuid.uuid4().hex[:8]}"
+    created = await console.api.post(f"{API}/keys", json={"name": name, "role": role})
+    assert created.status_code == 201, created.text
+    return name, str(created.json()["key"])
+
+
+async def dead_letters(console: Console) -> int:
+    count = (await console.api.get(f"{API}/stats")).json()["dead_letters"]
+    assert count is not None, "the admin reaches the broker"
+    return int(count)
+
+
+async def _more(console: Console, before: int) -> bool:
+    return await dead_letters(console) > before
+
+
+async def test_the_events_page_shows_an_event_what_it_matched_and_its_payload(
+    console: Console, page: Page
+) -> None:
+    job = await console.job()
+    event_id = await console.publish(job, {"channel": {"channel_id": "ESPN-HD"}, "note": MARKUP})
+    [run] = await console.until(lambda: console.runs("executed", job))
+    event_type = job["trigger"]["event_type"]
+
+    await sign_in(page, console, await console.key("viewer"), f"/events?event_type={event_type}")
+    line = page.get_by_role("row").filter(has_text=event_id)
+    await expect(line).to_have_count(1)
+    await expect(line).to_contain_text(event_type)
+    await expect(line).to_contain_text("1 job")
+    await expect(line).to_contain_text(job["name"])
+    await expect(line.get_by_role("link", name=f"Run {run['id']}", exact=True)).to_have_attribute(
+        "href", f"/runs/{run['id']}"
+    )
+    # Received: how long ago, the exact time in the tooltip.
+    received = line.locator("time")
+    await expect(received).to_have_text(re.compile(r"^(just now|\d+ s ago)$"))
+    await expect(received).to_have_attribute("title", re.compile(r"\d{4}"))
+
+    opener = line.get_by_role("button", name=f"Payload of event {event_id}")
+    await opener.click()
+    dialog = page.get_by_role("dialog", name=f"Event {event_id}")
+    await expect(dialog).to_be_visible()
+    payload = dialog.locator("[data-payload]")
+    await expect(payload).to_contain_text('"channel_id": "ESPN-HD"')
+    await expect(payload).to_contain_text(MARKUP.replace('"', '\\"'))
+    assert await payload.locator("img, b").count() == 0, "the payload was parsed as HTML"
+    assert await page.locator("[data-injected]").count() == 0
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(opener).to_be_focused()
+
+    # Another type in the filter: the event is not listed.
+    await page.get_by_label("Event type (exact)").fill(f"{event_type}.other")
+    await expect(page.locator("tbody")).to_contain_text("No events recorded.")
+    await expect(page).to_have_url(re.compile(rf"event_type={re.escape(event_type)}\.other"))
+
+
+async def test_the_events_page_counts_the_dead_letters(console: Console, page: Page) -> None:
+    await sign_in(page, console, await console.key("viewer"), "/events")
+    before = await dead_letters(console)
+    count = page.locator("[data-dead-count]")
+    await expect(count).to_have_text(str(before))
+    # Not JSON: the matcher parks it in the dead queue, with the reason.
+    await console.stack.publish_raw(b"not json at all", message_id=uuid.uuid4().hex)
+    await console.until(lambda: _more(console, before))
+    await expect(count).to_have_text(str(before + 1))
+
+
+# Every visible control of the page (header, filters, table, pager): its box, the window's,
+# the box of the table around it (if any), and what the page shows at its centre.
+CONTROLS = """() => {
+  const width = document.documentElement.clientWidth;
+  // The skip link waits off-screen until it has the focus; dialogs are closed.
+  const visible = (el) => el.getClientRects().length > 0 && !el.closest("dialog, .skip");
+  return [...document.querySelectorAll("a, button, input, select")].filter(visible).map((el) => {
+    const box = el.getBoundingClientRect();
+    const wrap = el.closest(".table-wrap")?.getBoundingClientRect() ?? null;
+    const top = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+    return {
+      label: el.getAttribute("aria-label") || el.textContent.trim() || el.name || el.tagName,
+      left: box.left, right: box.right,
+      wrapLeft: wrap ? wrap.left : 0, wrapRight: wrap ? wrap.right : width,
+      // Below the fold is fine (the page scrolls); under another element is not.
+      onTop: box.top >= window.innerHeight || top === null || el.contains(top) || top.contains(el),
+      window: width,
+    };
+  });
+}"""
+
+
+@pytest.mark.parametrize("path", ["/events"])
+async def test_every_control_is_in_view_at_common_widths(
+    console: Console, page: Page, path: str
+) -> None:
+    # Long values where they would push a table wider: a long job name and event type, a
+    # long key name, and audit rows of both.
+    tag = console.stack.topology.namespace[-6:]
+    job = await console.job(
+        name=f"ipx-update-national-geographic-hd-{tag}-{uuid.uuid4().hex[:6]}",
+        trigger={"event_type": f"channel.configuration.validated.{uuid.uuid4().hex}"},
+    )
+    await console.publish(job, {"channel": {"channel_id": "NATGEO-HD", "note": MARKUP * 4}})
+    await console.until(lambda: console.runs("executed", job))
+    await named_key(console, "operator")
+
+    await sign_in(page, console, await console.key("admin"), path)
+    await expect(page.locator("main tbody tr:not(.empty)").first).to_be_visible()
+    for width in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": 900})
+        await page.wait_for_timeout(100)  # one layout
+        controls = await page.evaluate(CONTROLS)
+        assert len(controls) > 10, controls
+        for box in controls:
+            where = f"{box['label']} at {width} px: {box}"
+            assert 0 <= box["left"] and box["right"] <= box["window"] + 0.5, f"off-screen: {where}"
+            inside = box["wrapLeft"] <= box["left"] + 0.5 <= box["right"] <= box["wrapRight"] + 0.5
+            assert inside, f"cut off by the table: {where}"
+            assert box["onTop"], f"covered by something else: {where}"
+        scroll = await page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"{path} scrolls sideways at {width} px ({scroll} px wide)"
