@@ -263,6 +263,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", "/failed"): nothing,
     ("GET", "/runs/{run_id}"): succeeded_run,
     ("GET", "/events"): nothing,
+    ("GET", "/audit"): nothing,
     ("GET", "/static/{name}"): console_asset,
 }
 

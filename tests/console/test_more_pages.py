@@ -1,6 +1,6 @@
-"""The Events page in Chromium, against the real stack: a published event with what it matched
-and its payload (as text, never HTML), and the dead letters; and its controls in view at
-common window widths."""
+"""The Events and Audit log pages in Chromium, against the real stack: a published event with
+what it matched and its payload (as text, never HTML), and the dead letters; audit rows of
+real calls; and the controls of each in view at common window widths."""
 
 from __future__ import annotations
 
@@ -86,6 +86,42 @@ async def test_the_events_page_counts_the_dead_letters(console: Console, page: P
     await expect(count).to_have_text(str(before + 1))
 
 
+async def test_the_audit_log_shows_who_did_what_and_how_it_ended(
+    console: Console, page: Page
+) -> None:
+    job = await console.job()
+    operator, operator_key = await named_key(console, "operator")
+    viewer, viewer_key = await named_key(console, "viewer")
+    pause = f"{API}/jobs/{job['id']}/pause"
+    done = await console.api.post(pause, headers={"Authorization": f"Bearer {operator_key}"})
+    assert done.status_code == 200, done.text
+    refused = await console.api.post(pause, headers={"Authorization": f"Bearer {viewer_key}"})
+    assert refused.status_code == 403
+    await console.api.post(f"{API}/jobs/{job['id']}/resume")
+
+    await sign_in(page, console, await console.key("viewer"), f"/audit?actor=key:{operator}")
+    line = page.get_by_role("row").filter(has_text="jobs.pause")
+    await expect(line).to_have_count(1)
+    await expect(line).to_contain_text(f"key:{operator}")
+    await expect(line).to_contain_text(f"job:{job['id']}")
+    await expect(line.locator(".badge")).to_have_text("ok")
+    await expect(line.locator("time")).to_have_text(re.compile(r"ago$|^just now$"))
+    await expect(page.locator("tbody tr")).to_have_count(1)  # only this key's calls
+
+    # A name in a row filters by it: the viewer's refusal, recorded as denied.
+    await page.get_by_label("Who (exact)").fill(f"key:{viewer}")
+    denied = page.get_by_role("row").filter(has_text=f"key:{viewer}")
+    await expect(denied).to_have_count(1)
+    await expect(denied.locator(".badge")).to_have_text("denied")
+    await expect(denied).to_contain_text("this needs the operator role")
+    await denied.get_by_role("button", name=re.compile(r"^POST ")).click()
+    await expect(page).to_have_url(re.compile(r"action=POST"))
+    await expect(page.get_by_label("Action (exact)")).to_have_value(
+        "POST /api/v1/jobs/{job_id}/pause"
+    )
+    await expect(denied).to_have_count(1)
+
+
 # Every visible control of the page (header, filters, table, pager): its box, the window's,
 # the box of the table around it (if any), and what the page shows at its centre.
 CONTROLS = """() => {
@@ -108,7 +144,7 @@ CONTROLS = """() => {
 }"""
 
 
-@pytest.mark.parametrize("path", ["/events"])
+@pytest.mark.parametrize("path", ["/events", "/audit"])
 async def test_every_control_is_in_view_at_common_widths(
     console: Console, page: Page, path: str
 ) -> None:

@@ -24,6 +24,7 @@ PAGES = [
     "/failed",
     "/runs/42",
     "/events",
+    "/audit",
 ]
 
 

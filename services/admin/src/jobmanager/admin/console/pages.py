@@ -48,6 +48,7 @@ TABS = [
     ("executed", "Executed Jobs", "/executed", None),
     ("failed", "Failed Jobs", "/failed", None),
     ("events", "Events", "/events", None),
+    ("audit", "Audit", "/audit", None),
 ]
 
 router = auth_router(include_in_schema=False)
@@ -133,6 +134,11 @@ async def run(run_id: RunId, _: Public) -> HTMLResponse:
 @router.get("/events", response_class=HTMLResponse)
 async def events(_: Public) -> HTMLResponse:
     return _page("events.html", "events", "Events")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit(_: Public) -> HTMLResponse:
+    return _page("audit.html", "audit", "Audit log")
 
 
 @router.get("/static/{name:path}")
