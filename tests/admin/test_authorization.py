@@ -264,6 +264,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", "/runs/{run_id}"): succeeded_run,
     ("GET", "/events"): nothing,
     ("GET", "/audit"): nothing,
+    ("GET", "/executors"): nothing,
     ("GET", "/static/{name}"): console_asset,
 }
 

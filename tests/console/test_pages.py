@@ -25,6 +25,7 @@ PAGES = [
     "/runs/42",
     "/events",
     "/audit",
+    "/executors",
 ]
 
 

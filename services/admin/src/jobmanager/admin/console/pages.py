@@ -49,6 +49,7 @@ TABS = [
     ("failed", "Failed Jobs", "/failed", None),
     ("events", "Events", "/events", None),
     ("audit", "Audit", "/audit", None),
+    ("executors", "Executors", "/executors", None),
 ]
 
 router = auth_router(include_in_schema=False)
@@ -139,6 +140,11 @@ async def events(_: Public) -> HTMLResponse:
 @router.get("/audit", response_class=HTMLResponse)
 async def audit(_: Public) -> HTMLResponse:
     return _page("audit.html", "audit", "Audit log")
+
+
+@router.get("/executors", response_class=HTMLResponse)
+async def executors(_: Public) -> HTMLResponse:
+    return _page("executors.html", "executors", "Executors")
 
 
 @router.get("/static/{name:path}")
