@@ -1,13 +1,15 @@
-"""The Events, Audit log and Executors pages in Chromium, against the real stack: a published
-event with what it matched and its payload (as text, never HTML), and the dead letters; audit
-rows of real calls; the running executor; and the controls of each in view at common window
-widths."""
+"""The Events, Audit log, Executors and API keys pages in Chromium, against the real stack: a
+published event with what it matched and its payload (as text, never HTML), and the dead
+letters; audit rows of real calls; the running executor; a key created (its secret shown
+once), used and revoked; the Keys page and its link for admins only; and the controls of each
+in view at common window widths."""
 
 from __future__ import annotations
 
 import re
 import uuid
 
+import httpx
 import pytest
 from console.conftest import API, Console, sign_in
 from playwright.async_api import Page, expect
@@ -23,6 +25,10 @@ async def named_key(console: Console, role: str) -> tuple[str, str]:
     created = await console.api.post(f"{API}/keys", json={"name": name, "role": role})
     assert created.status_code == 201, created.text
     return name, str(created.json()["key"])
+
+
+async def whoami(console: Console, key: str) -> httpx.Response:
+    return await console.api.get(f"{API}/whoami", headers={"Authorization": f"Bearer {key}"})
 
 
 async def dead_letters(console: Console) -> int:
@@ -137,6 +143,107 @@ async def test_the_running_executor_is_on_the_executors_page(console: Console, p
     await expect(page.locator("[data-executors-summary]")).to_contain_text("1 alive")
 
 
+async def test_create_use_and_revoke_a_key_on_the_keys_page(console: Console, page: Page) -> None:
+    await sign_in(page, console, await console.key("admin"), "/keys")
+    name = f"ops-{uuid.uuid4().hex[:8]}"
+    new = page.get_by_role("button", name="New key")
+    await new.click()
+    dialog = page.get_by_role("dialog", name="New API key")
+    await dialog.get_by_label("Name").fill(name)
+    await dialog.get_by_label("Role").select_option("operator")
+    await dialog.get_by_role("button", name="Create key").click()
+
+    shown = page.get_by_role("dialog", name=f"Key {name} created")
+    await expect(shown).to_be_visible()
+    await expect(shown).to_contain_text("shown this once")
+    field = shown.get_by_label("The new key")
+    await expect(field).to_be_focused()
+    secret = await field.input_value()
+    assert secret.startswith("jm_") and len(secret) > 30, secret
+    who = await whoami(console, secret)
+    assert who.status_code == 200, who.text
+    assert who.json() == {"name": f"key:{name}", "role": "operator"}
+    await shown.get_by_role("button", name="Copy").click()
+    await expect(shown.locator("[data-copied]")).not_to_be_empty()
+
+    await shown.get_by_role("button", name="Done").click()
+    await expect(shown).to_be_hidden()
+    await expect(new).to_be_focused()
+    # Shown once: nothing on the page holds it any more.
+    assert await page.locator("#secret-key").input_value() == ""
+    assert secret not in await page.content()
+    line = page.get_by_role("row").filter(has_text=name)
+    await expect(line).to_contain_text("operator")
+    await expect(line).to_contain_text("active")
+    await expect(line).to_contain_text(secret[:10])
+    await expect(line).not_to_contain_text(secret)
+
+    # The same name again: the API's refusal, in the form.
+    await new.click()
+    await dialog.get_by_label("Name").fill(name)
+    await dialog.get_by_role("button", name="Create key").click()
+    await expect(dialog.locator("[data-errors]")).to_contain_text("exists already")
+    await page.keyboard.press("Escape")
+
+    revoke = line.get_by_role("button", name=f"Revoke key {name}")
+    await revoke.click()
+    confirm = page.get_by_role("dialog", name=f"Revoke key {name}?")
+    await confirm.get_by_role("button", name="Revoke key").click()
+    await expect(page.get_by_role("status").first).to_contain_text(f"Key {name} revoked.")
+    await expect(line.locator("td.state")).to_contain_text("revoked")
+    await expect(line.get_by_role("button")).to_have_count(0)
+    assert (await whoami(console, secret)).status_code == 401
+    # Each call is in the audit log: the creation, the refused second one, the revocation.
+    keys = (await console.api.get(f"{API}/keys", params={"limit": 500})).json()["items"]
+    [key] = [k for k in keys if k["name"] == name]
+    assert key["revoked_at"] is not None
+    audit = (await console.api.get(f"{API}/audit", params={"q": f"key:{name}"})).json()["items"]
+    assert [(a["action"], a["outcome"]) for a in audit] == [
+        ("keys.create", "refused"),
+        ("keys.create", "ok"),
+    ]
+    revoked = (await console.api.get(f"{API}/audit", params={"action": "keys.revoke"})).json()
+    assert [a["outcome"] for a in revoked["items"] if a["target"] == f"key:{key['id']}"] == ["ok"]
+
+
+async def test_the_keys_page_and_its_link_are_for_admins_only(console: Console, page: Page) -> None:
+    viewer = await console.key("viewer")
+    await sign_in(page, console, viewer, "/overview")
+    nav = page.get_by_role("navigation", name="Tables")
+    for label in ("Events", "Audit", "Executors"):
+        await expect(nav.get_by_role("link", name=re.compile(f"^{label}"))).to_be_visible()
+    await expect(nav.get_by_role("link", name=re.compile("^API keys"))).to_be_hidden()
+
+    await page.goto(console.url + "/keys")
+    await expect(page.get_by_role("heading", name="For admins only")).to_be_visible()
+    await expect(page.locator("[data-refusal]")).to_contain_text("the viewer role")
+    await expect(page.get_by_role("button", name="New key")).to_be_hidden()
+    await expect(page.get_by_role("table")).to_be_hidden()
+    refused = await console.api.get(f"{API}/keys", headers={"Authorization": f"Bearer {viewer}"})
+    assert refused.status_code == 403
+
+    # Were the page told the role is admin, the API's refusal is what it shows.
+    await page.evaluate(
+        """() => {
+            const name = "jobmanager.session";
+            const session = JSON.parse(sessionStorage.getItem(name));
+            sessionStorage.setItem(name, JSON.stringify({...session, role: "admin"}));
+        }"""
+    )
+    await page.reload()
+    await expect(page.locator(".list [data-status]")).to_contain_text(
+        "Not allowed: this needs the admin role; the key has the viewer role"
+    )
+    await expect(page.locator("tbody tr[data-key]")).to_have_count(0)
+
+    await page.get_by_role("button", name="Sign out").click()
+    await sign_in(page, console, await console.key("admin"), "/overview")
+    await nav.get_by_role("link", name=re.compile("^API keys")).click()
+    await expect(page).to_have_url(re.compile(r"/keys$"))
+    await expect(page.get_by_role("heading", name="For admins only")).to_be_hidden()
+    await expect(page.locator("tbody tr[data-key]").first).to_be_visible()
+
+
 # Every visible control of the page (header, filters, table, pager): its box, the window's,
 # the box of the table around it (if any), and what the page shows at its centre.
 CONTROLS = """() => {
@@ -159,7 +266,7 @@ CONTROLS = """() => {
 }"""
 
 
-@pytest.mark.parametrize("path", ["/events", "/audit", "/executors"])
+@pytest.mark.parametrize("path", ["/events", "/audit", "/executors", "/keys"])
 async def test_every_control_is_in_view_at_common_widths(
     console: Console, page: Page, path: str
 ) -> None:

@@ -26,6 +26,7 @@ PAGES = [
     "/events",
     "/audit",
     "/executors",
+    "/keys",
 ]
 
 

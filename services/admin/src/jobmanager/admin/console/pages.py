@@ -50,6 +50,7 @@ TABS = [
     ("events", "Events", "/events", None),
     ("audit", "Audit", "/audit", None),
     ("executors", "Executors", "/executors", None),
+    ("keys", "API keys", "/keys", "admin"),
 ]
 
 router = auth_router(include_in_schema=False)
@@ -145,6 +146,13 @@ async def audit(_: Public) -> HTMLResponse:
 @router.get("/executors", response_class=HTMLResponse)
 async def executors(_: Public) -> HTMLResponse:
     return _page("executors.html", "executors", "Executors")
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys(_: Public) -> HTMLResponse:
+    """Public like every page (it holds no data): the keys themselves come from the API,
+    which refuses any role below admin; the page then says it is for admins only."""
+    return _page("keys.html", "keys", "API keys")
 
 
 @router.get("/static/{name:path}")
