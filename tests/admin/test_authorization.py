@@ -267,6 +267,11 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", "/executed"): nothing,
     ("GET", "/failed"): nothing,
     ("GET", "/runs/{run_id}"): succeeded_run,
+    ("GET", "/events"): nothing,
+    ("GET", "/audit"): nothing,
+    ("GET", "/executors"): nothing,
+    # Public like the others: the keys come from the API, which admits admins only.
+    ("GET", "/keys"): nothing,
     ("GET", "/static/{name}"): console_asset,
 }
 

@@ -15,7 +15,19 @@ from jobmanager.admin.app import create_app
 from jobmanager.admin.config import AdminSettings
 from jobmanager.admin.console import pages
 
-PAGES = ["/sign-in", "/overview", "/jobs", "/queue", "/executed", "/failed", "/runs/42"]
+PAGES = [
+    "/sign-in",
+    "/overview",
+    "/jobs",
+    "/queue",
+    "/executed",
+    "/failed",
+    "/runs/42",
+    "/events",
+    "/audit",
+    "/executors",
+    "/keys",
+]
 
 
 @pytest.fixture

@@ -39,12 +39,18 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+# (page, label, address, the role its link needs: None for every role). A link a role may
+# not use is hidden by the browser, as are the buttons it may not use (shell.applyRole).
 TABS = [
-    ("overview", "Overview", "/overview"),
-    ("jobs", "Jobs", "/jobs"),
-    ("queue", "Queue", "/queue"),
-    ("executed", "Executed Jobs", "/executed"),
-    ("failed", "Failed Jobs", "/failed"),
+    ("overview", "Overview", "/overview", None),
+    ("jobs", "Jobs", "/jobs", None),
+    ("queue", "Queue", "/queue", None),
+    ("executed", "Executed Jobs", "/executed", None),
+    ("failed", "Failed Jobs", "/failed", None),
+    ("events", "Events", "/events", None),
+    ("audit", "Audit", "/audit", None),
+    ("executors", "Executors", "/executors", None),
+    ("keys", "API keys", "/keys", "admin"),
 ]
 
 router = auth_router(include_in_schema=False)
@@ -125,6 +131,28 @@ async def failed(_: Public) -> HTMLResponse:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run(run_id: RunId, _: Public) -> HTMLResponse:
     return _page("run.html", "run", f"Run {run_id}", run_id=run_id)
+
+
+@router.get("/events", response_class=HTMLResponse)
+async def events(_: Public) -> HTMLResponse:
+    return _page("events.html", "events", "Events")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit(_: Public) -> HTMLResponse:
+    return _page("audit.html", "audit", "Audit log")
+
+
+@router.get("/executors", response_class=HTMLResponse)
+async def executors(_: Public) -> HTMLResponse:
+    return _page("executors.html", "executors", "Executors")
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys(_: Public) -> HTMLResponse:
+    """Public like every page (it holds no data): the keys themselves come from the API,
+    which refuses any role below admin; the page then says it is for admins only."""
+    return _page("keys.html", "keys", "API keys")
 
 
 @router.get("/static/{name:path}")
