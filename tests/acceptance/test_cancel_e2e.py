@@ -217,3 +217,22 @@ async def test_a_cancel_no_executor_heard_is_sent_again_when_the_script_starts(
     assert await _gone_after(group, 2.0) < 2.0, "stopped once its start was reported"
     row = await _feedback(stack, parked.id, "the script ended on SIGTERM")
     assert (row.state, row.result) == ("failed", 2)
+
+
+async def test_a_lost_cancel_of_a_running_script_is_sent_again_by_the_upkeep(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A cancel whose broadcast was lost after its commit (the script started before it, so
+    no start report will send it again): the matcher's upkeep sends it again, and the script
+    stops within one lane check (10 s) of the cancel's quiet time (5 s)."""
+    pid_file = tmp_path / "linger.pid"
+    spec = stack.job(script="linger", command_template=str(pid_file), lane=None)
+    await stack.add(spec)
+    await stack.publish(spec)
+    run, group = await _running(stack, spec, pid_file)
+    await _cancel(stack, run.id, broadcast=False)
+    await asyncio.sleep(2)
+    assert _alive(group), "no executor heard the cancel"
+    assert await _gone_after(group, 16) > 1
+    row = await _feedback(stack, run.id, "the script ended on SIGTERM")
+    assert row.feedback == f"cancelled by {BY}; the script ended on SIGTERM"

@@ -204,3 +204,24 @@ async def test_a_cancelled_run_is_executed_again_like_any_failure(engine: AsyncE
     assert resent.attempt == 2
     [first, second] = await attempts(engine, sent.run_id)
     assert (first.cancelled_by, second.cancelled_by) == (OPS, None)
+
+
+async def test_an_unanswered_cancel_is_sent_again_until_answered_or_timed_out(
+    engine: AsyncEngine,
+) -> None:
+    """`ledger_unanswered_cancels`: quiet for 5 s after the cancel (at 2 s), then sent at each
+    look until the executor's account comes; never past the attempt's timeout and grace."""
+    out = await enqueue(engine, plan(timeout_s=30), plan(timeout_s=30))
+    sent = await dispatch(engine, out.requests[0])
+    await cancel(engine, sent.run_id)
+
+    async def resent(seconds: float) -> list[tuple[int, int]]:
+        outbox = await tx(engine, lambda c: ledger.unanswered_cancels(c, now=at(seconds)))
+        return [(c.run_id, c.attempt) for c in outbox.cancels]
+
+    assert await resent(4) == [], "quiet: the broadcast itself may still be on its way"
+    assert await resent(8) == [(sent.run_id, 1)]
+    assert await resent(20) == [(sent.run_id, 1)]
+    assert await resent(2 + 30 + 10 + 1) == [], "past its timeout and grace"
+    await report(engine, sent, code=2, feedback=f"cancelled by {OPS}; the script ended on SIGTERM")
+    assert await resent(20) == [], "answered"

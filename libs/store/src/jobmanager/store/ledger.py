@@ -77,6 +77,7 @@ __all__ = [
     "remove_runs",
     "replay",
     "resume",
+    "unanswered_cancels",
 ]
 
 _ENQUEUE = call(
@@ -95,6 +96,7 @@ _CANCEL = call("ledger_cancel(:run_id, :actor, :now, :interval_s)")
 _EXECUTE_NOW = call("ledger_execute_now(:run_id, :now)")
 _EXECUTE_FAILED = call("ledger_execute_failed(CAST(:ids AS bigint[]), :now)")
 _APPLY_INTERVAL = call("ledger_apply_interval(:interval_s, :now)")
+_UNANSWERED_CANCELS = call("ledger_unanswered_cancels(:now, :quiet_s, :limit)")
 _CHECK_LANES = call("ledger_check_lanes(:now, :interval_s, :grace_s, :limit)")
 _REAP = call(
     "ledger_reap(:now, :interval_s, :running_grace_s, :dispatch_grace_s, :work_queue_idle, :limit)"
@@ -310,6 +312,15 @@ async def check_lanes(
     """Repair lanes a lost publish stalled (`ledger_check_lanes`)."""
     params = {"now": now, "interval_s": interval_s, "grace_s": grace_s, "limit": limit}
     return collect(await conn.execute(_CHECK_LANES, params), now).outbox
+
+
+async def unanswered_cancels(
+    conn: AsyncConnection, *, now: datetime, quiet_s: float = 5.0, limit: int = 200
+) -> Outbox:
+    """The cancels to send again (`ledger_unanswered_cancels`): no executor has given its
+    account of them `quiet_s` after the cancel."""
+    params = {"now": now, "quiet_s": quiet_s, "limit": limit}
+    return collect(await conn.execute(_UNANSWERED_CANCELS, params), now).outbox
 
 
 async def reap(

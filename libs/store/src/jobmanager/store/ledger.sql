@@ -907,6 +907,30 @@ BEGIN
 END
 $$;
 
+-- Cancels no executor has given its account of yet (`ledger_cancel`'s Feedback not
+-- completed), `quiet_s` after them: sent again, for a broadcast lost after its commit or
+-- missed by the executor that holds the attempt (a script running on is stopped, a request
+-- still in the work queue is dropped when it arrives). Until the account comes, or the
+-- attempt's timeout and grace have passed since the cancel: by then its executor's own
+-- timeout has ended the script. Sending a cancel again is harmless: an executor that does
+-- not run the attempt only remembers it.
+CREATE FUNCTION ledger_unanswered_cancels(now_ timestamptz, quiet_s double precision, lim int)
+RETURNS TABLE (kind text, item int, run runs, payload jsonb, note text)
+LANGUAGE sql AS $$
+    SELECT 'cancel'::text, NULL::int, r::runs,
+           jsonb_build_object('attempt', a.attempt, 'by', a.cancelled_by,
+                              'grace_s', coalesce(j.cancel_grace_s, 10)), NULL::text
+    FROM attempts AS a
+    JOIN runs AS r ON r.id = a.run_id
+    LEFT JOIN jobs AS j ON j.id = r.job_id
+    WHERE a.cancelled_by IS NOT NULL
+      AND a.finished_at < now_ - make_interval(secs => quiet_s)
+      AND a.finished_at > now_ - make_interval(secs => r.timeout_s + coalesce(j.cancel_grace_s, 10))
+      AND a.feedback = format('cancelled by %s', a.cancelled_by)
+    ORDER BY a.finished_at, a.run_id
+    LIMIT lim
+$$;
+
 -- The lane check: idle lanes with queued runs get a head, and heads overdue by more than
 -- `grace_s` get a new token and request, due now (a publish lost between a commit and a
 -- crash; the old request, should it still arrive, is then stale). At most `lim` of each.

@@ -206,6 +206,14 @@ class Attempt(Outcome, Base):
     """One attempt of a run; a run's history. The key makes a duplicate result a no-op."""
 
     __tablename__ = "attempts"
+    # The cancels the upkeep may have to send again (`ledger_unanswered_cancels`).
+    __table_args__ = (
+        Index(
+            "ix_attempts_cancelled",
+            "finished_at",
+            postgresql_where=text("cancelled_by IS NOT NULL"),
+        ),
+    )
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)

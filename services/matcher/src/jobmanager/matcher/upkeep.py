@@ -4,6 +4,7 @@
   request is overdue (a publish lost between a commit and a crash).
 * The reaper fails attempts whose executor vanished without the broker noticing, and re-sends
   work requests that were lost between the gate's commit and its publish.
+* Cancels no executor has answered are sent again (a broadcast lost after its commit).
 * Lost requests (dead-lettered by the work queue's delivery limit) end their runs as Failed.
 """
 
@@ -70,11 +71,15 @@ class Upkeep:
                 dispatch_grace_s=self._settings.dispatch_grace_s,
                 work_queue_idle=idle,
             )
+            cancels = await ledger.unanswered_cancels(conn, now=now)
             counts = await ledger.counts(conn)
         LANE_BACKLOG.set(counts.queued)
         PAUSED_JOBS.set(counts.paused_jobs)
         HELD_RUNS.set(counts.held)
         outbox.extend(reaped)
+        outbox.extend(cancels)
+        if cancels.cancels:
+            log.debug("upkeep: sending %d unanswered cancel(s) again", len(cancels.cancels))
         if outbox.requests or reaped.notices:
             log.warning(
                 "upkeep: %d lane(s) rescheduled, %d lost attempt(s) failed",
