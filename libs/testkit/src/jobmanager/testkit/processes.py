@@ -1,5 +1,5 @@
 """Service processes started, watched and stopped: the matcher, executors, the admin API, or
-anything else run as `python <argv>`.
+anything else run as `python <argv>` (or, with `start_command`, any other program).
 
 Every process starts with nothing of the caller's environment but PATH (a stray JOBMANAGER_*
 variable must not change what is tested or measured), in the work directory (no `.env` file
@@ -76,10 +76,17 @@ class Processes:
         """`python <argv>`, its stdin a pipe of the caller's (a process may wait for a word
         on it). Call it from a thread that lives as long as the group (the event loop's):
         Linux sends the parent-death signal when the thread that started the child ends."""
+        return self.start_command(name, [sys.executable, *argv], env)
+
+    def start_command(
+        self, name: str, command: Sequence[str], env: dict[str, str] | None = None
+    ) -> Process:
+        """Any program (`command` is its whole argv, no shell), started, logged and stopped
+        as `start` does a Python one: an executor written in another language, say."""
         log = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [sys.executable, *argv],
+                list(command),
                 env={**base_env(self.workdir), **self.env, **(env or {})},
                 cwd=self.workdir,
                 stdin=subprocess.PIPE,

@@ -73,6 +73,13 @@ class Stack:
             name, ["-m", module, *args], {**self.env, **extra, **(env or {})}
         )
 
+    def start_command(
+        self, name: str, command: Sequence[str], *, env: dict[str, str] | None = None
+    ) -> Process:
+        """Any program with the stack's settings, then `env` (no metrics port: that is our
+        services' own setting)."""
+        return self.processes.start_command(name, command, {**self.env, **(env or {})})
+
     def log(self, name: str) -> str:
         return self.processes.log(name)
 
