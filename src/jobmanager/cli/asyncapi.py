@@ -130,7 +130,13 @@ def document(topology: Topology | None = None) -> dict[str, Any]:
                 "with publisher confirms. Our exchanges and queues carry the prefix "
                 f"`JOBMANAGER_NAMESPACE` (here the default, `{t.namespace}`). Every queue we "
                 f"consume dead-letters into `{t.dead_queue}`; a message we cannot handle is "
-                f"parked there with the reason in the `{ERROR_HEADER}` header."
+                f"parked there with the reason in the `{ERROR_HEADER}` header.\n\n"
+                "The matcher declares the topology (so does the Python executor); each queue's "
+                "binding gives its arguments (`x-arguments`). An executor written from this "
+                "document declares nothing of ours but its own cancel queue: it checks the "
+                "queues it uses passively, or declares them with exactly those arguments (a "
+                "queue declared again with other arguments is a channel error for whoever "
+                "declares it). `docs/EXECUTORS.md` lists every duty of an executor."
             ),
         },
         "defaultContentType": "application/json",

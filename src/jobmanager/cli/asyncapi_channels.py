@@ -3,6 +3,7 @@ exchange and queue of the topology with its real arguments, and who sends or rec
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jobmanager.core import delays
@@ -17,8 +18,11 @@ def _exchange(name: str, kind: str) -> dict[str, Any]:
     return {"amqp": {"is": "routingKey", "exchange": exchange, "bindingVersion": AMQP_BINDING}}
 
 
-def _queue(name: str) -> dict[str, Any]:
+def _queue(t: Topology, name: str) -> dict[str, Any]:
+    """A queue's binding with its real arguments (`x-arguments`, from the topology itself):
+    an executor that declares a queue must declare it with exactly these, or passively."""
     queue = {"name": name, "durable": True, "exclusive": False, "autoDelete": False, "vhost": "/"}
+    queue["x-arguments"] = t.queue_arguments()[name]
     return {"amqp": {"is": "queue", "queue": queue, "bindingVersion": AMQP_BINDING}}
 
 
@@ -60,7 +64,7 @@ def channels(t: Topology) -> dict[str, Any]:
             f"Quorum queue bound to `{t.events_exchange}` with `JOBMANAGER_EVENTS_BINDING` "
             f"(default `{t.events_binding}`). Invalid events are parked in `{t.dead_queue}`; "
             "duplicates (same `source` and `event_id`) are acknowledged and ignored.",
-            _queue(t.events_queue),
+            _queue(t, t.events_queue),
             ["Event"],
         ),
         "delay": _channel(
@@ -68,7 +72,10 @@ def channels(t: Topology) -> dict[str, Any]:
             f"Entry of the delay stage (`{t.delay_entry}`): one topic exchange and one classic "
             f"queue with a queue-level TTL of 2^n ms per level n = {delays.MIN_LEVEL} to "
             f"{delays.MAX_LEVEL}, each dead-lettering into the level below and the last into "
-            f"`{t.due_queue}`.",
+            f"`{t.due_queue}` (level {delays.MIN_LEVEL + 1}'s queue, say, is "
+            f"`{t.delay_queue(delays.MIN_LEVEL + 1)}` with the arguments "
+            f"`{json.dumps(t.delay_queue_arguments(delays.MIN_LEVEL + 1))}`). Executors never "
+            "touch it.",
             _exchange(t.delay_entry, "topic"),
             ["JobRequest"],
             {
@@ -82,7 +89,7 @@ def channels(t: Topology) -> dict[str, Any]:
             t.due_queue,
             "Quorum queue of job requests that are due: the matcher's gate dispatches each one "
             "that is still wanted (its `token` is the run's current one) to the work queue.",
-            _queue(t.due_queue),
+            _queue(t, t.due_queue),
             ["JobRequest"],
         ),
         "work": _channel(
@@ -90,14 +97,14 @@ def channels(t: Topology) -> dict[str, Any]:
             "Quorum queue the executors share (competing consumers, prefetch = concurrency, "
             "manual acks after the result is published). A request is delivered at most "
             f"{WORK_DELIVERY_LIMIT + 1} times, then dead-lettered to `{t.lost_queue}`.",
-            _queue(t.work_queue),
+            _queue(t, t.work_queue),
             ["JobRequest"],
         ),
         "workLost": _channel(
             t.lost_queue,
             "Job requests the broker gave up on (their executor died too often): the matcher "
             "ends their runs as Failed.",
-            _queue(t.lost_queue),
+            _queue(t, t.lost_queue),
             ["JobRequest"],
         ),
         "runStarted": _channel(
@@ -131,7 +138,7 @@ def channels(t: Topology) -> dict[str, Any]:
             t.results_queue,
             f"The matcher's quorum queue on `{results}` (bound to `run.*` and `executor.*`): "
             "the ledger's input. Other subscribers bind queues of their own.",
-            _queue(t.results_queue),
+            _queue(t, t.results_queue),
             ["RunStarted", "JobResult", "ExecutorReport"],
         ),
         "runs": _channel(
@@ -169,15 +176,16 @@ def channels(t: Topology) -> dict[str, Any]:
             "`cancelled by {by}` (saying how the script ended). An executor that is handed "
             "the attempt's request later acknowledges it without running it, so an executor "
             "keeps the attempts it heard of for a while (the Python executor: the last "
-            "10,000). Published without `mandatory`; sent again when a cancelled attempt "
-            "reports a start.",
+            "10,000). Published without `mandatory`, and consumed without acks: a cancel "
+            "is sent again when a cancelled attempt reports a start, and by the matcher's "
+            "upkeep while no executor has answered it.",
             _exchange(t.executor_control_exchange, "fanout"),
             ["CancelRequest"],
         ),
         "dead": _channel(
             t.dead_queue,
             "Quorum queue of parked messages, for operators (counted by the admin API).",
-            _queue(t.dead_queue),
+            _queue(t, t.dead_queue),
             ["Parked"],
         ),
     }
@@ -235,7 +243,9 @@ def operations() -> dict[str, Any]:
         if action == "send":
             binding["deliveryMode"] = 2  # persistent, published with publisher confirms
         else:
-            binding["ack"] = True  # acknowledged only after the outcome is committed
+            # Acknowledged only after the outcome is committed; a cancel is not acknowledged
+            # at all (it is sent again until answered).
+            binding["ack"] = op_id != "receiveCancel"
         operations[op_id] = {
             "action": action,
             "channel": {"$ref": f"#/channels/{channel}"},

@@ -104,43 +104,53 @@ class Topology:
             **extra,
         }
 
-    async def declare(self, channel: AbstractChannel) -> None:
-        """Declare everything (idempotent). Any service may call it at start."""
-        durable = aio_pika.ExchangeType
-        await channel.declare_queue(
-            self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        events_x = await channel.declare_exchange(self.events_exchange, durable.TOPIC, durable=True)
-        events_q = await channel.declare_queue(
-            self.events_queue, durable=True, arguments=self._consumed()
-        )
-        await events_q.bind(events_x, self.events_binding)
-        due_q = await channel.declare_queue(
-            self.due_queue, durable=True, arguments=self._consumed()
-        )
-        await channel.declare_queue(self.lost_queue, durable=True, arguments=self._consumed())
-        # A request whose executor dies again and again (a script that kills it) is handed out
-        # at most WORK_DELIVERY_LIMIT + 1 times, then dead-lettered to the lost queue.
-        await channel.declare_queue(
-            self.work_queue,
-            durable=True,
-            arguments={
+    def queue_arguments(self) -> dict[str, dict[str, Any]]:
+        """Each durable queue of the namespace outside the delay stage, with its arguments:
+        what `declare` declares and what the AsyncAPI document gives other executors (a
+        queue declared again with other arguments is a channel error)."""
+        return {
+            self.dead_queue: {"x-queue-type": "quorum"},
+            self.events_queue: self._consumed(),
+            self.due_queue: self._consumed(),
+            self.lost_queue: self._consumed(),
+            # A request whose executor dies again and again (a script that kills it) is
+            # handed out at most WORK_DELIVERY_LIMIT + 1 times, then dead-lettered to the
+            # lost queue.
+            self.work_queue: {
                 **self._consumed(**{"x-delivery-limit": WORK_DELIVERY_LIMIT}),
                 "x-dead-letter-routing-key": self.lost_queue,
             },
-        )
+            self.results_queue: self._consumed(),
+        }
+
+    def delay_queue_arguments(self, level: int) -> dict[str, Any]:
+        """A delay level's queue: classic, queue-level TTL plus dead-lettering into the
+        level below (the proven delay ladder)."""
+        below = self.delay_exchange(level - 1) if level > delays.MIN_LEVEL else self.delay_exit
+        return {
+            "x-queue-type": "classic",
+            "x-message-ttl": 1 << level,
+            "x-dead-letter-exchange": below,
+        }
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare everything (idempotent). Any service may call it at start."""
+        durable = aio_pika.ExchangeType
+        queues = {
+            name: await channel.declare_queue(name, durable=True, arguments=arguments)
+            for name, arguments in self.queue_arguments().items()
+        }
+        events_x = await channel.declare_exchange(self.events_exchange, durable.TOPIC, durable=True)
+        await queues[self.events_queue].bind(events_x, self.events_binding)
         results_x = await channel.declare_exchange(
             self.results_exchange, durable.TOPIC, durable=True
         )
-        results_q = await channel.declare_queue(
-            self.results_queue, durable=True, arguments=self._consumed()
-        )
-        await results_q.bind(results_x, "run.*")
-        await results_q.bind(results_x, "executor.*")
+        await queues[self.results_queue].bind(results_x, "run.*")
+        await queues[self.results_queue].bind(results_x, "executor.*")
         await channel.declare_exchange(self.runs_exchange, durable.TOPIC, durable=True)
         await channel.declare_exchange(self.control_exchange, durable.FANOUT, durable=True)
         await channel.declare_exchange(self.executor_control_exchange, durable.FANOUT, durable=True)
-        await self._declare_delay_stage(channel, due_q)
+        await self._declare_delay_stage(channel, queues[self.due_queue])
 
     async def _declare_delay_stage(self, channel: AbstractChannel, due: AbstractQueue) -> None:
         exit_x = await channel.declare_exchange(
@@ -153,15 +163,8 @@ class Topology:
             level_x = await channel.declare_exchange(
                 self.delay_exchange(level), aio_pika.ExchangeType.TOPIC, durable=True
             )
-            # Classic queues: queue-level TTL plus dead-lettering is the proven delay ladder.
             level_q = await channel.declare_queue(
-                self.delay_queue(level),
-                durable=True,
-                arguments={
-                    "x-queue-type": "classic",
-                    "x-message-ttl": 1 << level,
-                    "x-dead-letter-exchange": below.name,
-                },
+                self.delay_queue(level), durable=True, arguments=self.delay_queue_arguments(level)
             )
             to_queue, to_next = delays.level_binding(level)
             await level_q.bind(level_x, to_queue)
