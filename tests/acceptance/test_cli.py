@@ -213,7 +213,7 @@ async def test_a_missing_broker_or_database_is_one_clear_line(database_url: str)
         assert "start it with" in lines[0]
 
 
-async def test_demo_shows_executed_and_failed_runs(
+async def test_demo_shows_executed_and_failed_runs_and_starts_again(
     amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     env = {
@@ -221,25 +221,19 @@ async def test_demo_shows_executed_and_failed_runs(
         "JOBMANAGER_SCRIPT_ENV": "IPX_CONFIG_PATH",
         "IPX_CONFIG_PATH": str(tmp_path / "ipx.json"),
     }
-    result = await asyncio.to_thread(
-        lambda: subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jobmanager.cli.main",
-                "demo",
-                "--rate",
-                "20",
-                "--duration",
-                "15",
-            ],
+
+    def demo(seconds: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobmanager.cli.main", "demo", "--rate", "20", "--duration",
+             str(seconds)],
             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
             cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=120,
-        )
-    )
+        )  # fmt: skip
+
+    result = await asyncio.to_thread(demo, 15)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Executed Jobs" in result.stdout and "Failed Jobs" in result.stdout
     assert "admin API: http://127.0.0.1:" in result.stdout and "jm_" in result.stdout
@@ -249,6 +243,15 @@ async def test_demo_shows_executed_and_failed_runs(
         )
     assert states.get("succeeded", 0) > 10, states
     assert states.get("failed", 0) > 0, states
+    # Started again on the same database (a second later: key names carry the second), it
+    # keeps the settings and jobs and gives a key of its own.
+    await asyncio.sleep(1)
+    again = await asyncio.to_thread(demo, 3)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "kept as they were" in again.stdout and "Traceback" not in again.stderr
+    keys = [line.split()[-1].rstrip(")") for line in (result.stdout + again.stdout).splitlines()
+            if "sign in with the admin key" in line]  # fmt: skip
+    assert len(keys) == 2 and keys[0] != keys[1], keys
 
 
 async def test_up_runs_every_service_and_stops_them_gracefully(

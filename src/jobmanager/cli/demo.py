@@ -184,7 +184,9 @@ async def _demo(settings: AdminSettings, rate: float, duration: float | None) ->
                     keep_existing=True,
                 )
             )
-            key = await create(role="admin", name="demo")
+            # A key of its own each time: key names are unique, and a demo started again on
+            # the same database must not stop at the last one's.
+            key = await create(role="admin", name=f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
             print(f"web console: {url}/  (sign in with the admin key {key})")
             print(f"admin API: {url}/docs")
             print(f"database: {redact_url(settings.database_url)}, namespace: {settings.namespace}")
