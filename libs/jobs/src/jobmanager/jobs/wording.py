@@ -85,7 +85,7 @@ def describe(error: Mapping[str, Any], model: type[BaseModel] | None = None) -> 
         last = next((str(p) for p in reversed(parts) if isinstance(p, str)), "")
         # A message of the model's own validators names its field already, as a rule.
         return text if not where or (last and text.startswith(last)) else f"{where}: {text}"
-    return f"{where or 'the body'} {said}"
+    return f"{where or ('the body' if loc[:1] == ['body'] else 'the value')} {said}"
 
 
 def _said(
