@@ -18,6 +18,18 @@ export function conditionText(condition) {
   return op === "exists" || op === "not_exists" ? `${path} ${op}` : `${path} ${op} ${JSON.stringify(value)}`;
 }
 
+/** "cancelled by: channel.removed (also the running run), …": the job's cancel_on. */
+function cancelledBy(job) {
+  if (!job.cancel_on?.length) return null;
+  const each = job.cancel_on.flatMap((t, index) => [
+    index ? "; " : "",
+    h("code", {}, t.event_type),
+    t.conditions.length ? ` if ${t.conditions.map(conditionText).join(" and ")}` : "",
+    t.running ? " (also the running run)" : "",
+  ]);
+  return h("div", { class: "cancelled-by muted" }, "cancelled by: ", ...each);
+}
+
 function limits(job) {
   const parts = [`timeout ${job.timeout_s} s`];
   parts.push(job.max_attempts === 1 ? "1 attempt" : `${job.max_attempts} attempts`);
@@ -87,6 +99,7 @@ function row(job) {
       conditions.length
         ? h("ul", { class: "conditions" }, conditions.map((c) => h("li", {}, h("code", {}, conditionText(c)))))
         : null,
+      cancelledBy(job),
     ),
     h("td", {}, h("code", {}, job.script)),
     h("td", {}, job.lane === null ? h("span", { class: "muted" }, "none (parallel)") : h("code", {}, job.lane)),
