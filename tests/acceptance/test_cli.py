@@ -122,12 +122,17 @@ async def test_apply_reports_problems_and_writes_nothing(
     tmp_path: Path, amqp_url: str, database_url: str, topology: Topology, engine: AsyncEngine
 ) -> None:
     file = tmp_path / "bad.yaml"
-    file.write_text(JOBS.replace("op: gt", "op: greater"))
+    file.write_text(
+        JOBS.replace("op: gt", "op: greater").replace("    lane: null", "    timeout_s: 0")
+    )
     result = await asyncio.to_thread(
         jobmanager, "apply", str(file), env=service_env(amqp_url, database_url, topology)
     )
     assert result.returncode == 1
-    assert "jobs.1.trigger.conditions.0.op" in result.stderr and "Traceback" not in result.stderr
+    # Every problem, each job named by its name, in words.
+    assert 'job "second": trigger.conditions.0.op must be one of' in result.stderr
+    assert 'job "second": timeout_s must be more than 0 and at most 86,400' in result.stderr
+    assert "jobs.1" not in result.stderr and "Traceback" not in result.stderr
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(Job)) == 0
 

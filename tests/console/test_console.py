@@ -348,7 +348,9 @@ async def test_change_auto_cleanup_in_its_pop_up(console: Console, page: Page) -
     await dialog.get_by_role("button", name="Save").click()
     amount = dialog.get_by_label("Rows deleted per pass")
     await expect(amount).to_have_attribute("aria-invalid", "true")
-    await expect(dialog.locator(".field-error")).to_contain_text("greater than or equal to 1")
+    await expect(dialog.locator(".field-error")).to_contain_text(
+        "cleanup_amount must be at least 1"
+    )
     assert (await console.api.get(f"{API}/executed/cleanup")).json()["enabled"] is False
 
     await amount.fill("250")

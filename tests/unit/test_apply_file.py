@@ -45,21 +45,52 @@ def test_the_shipped_demo_file_parses() -> None:
     ("text", "message"),
     [
         ("jobs: [", "not valid YAML"),
-        ("jobs:\n  - name: a\n    script: noop\n", "jobs.0.trigger: Field required"),
+        ("jobs:\n  - name: a\n    script: noop\n", 'job "a": trigger is required'),
         (
             "jobs:\n  - {name: a, script: noop, trigger: {event_type: x}}\n"
             "  - {name: a, script: noop, trigger: {event_type: y}}\n",
-            "appears twice",
+            'job "a" appears 2 times',
         ),
-        ("settings: {queue: {interval_s: -1}}", "settings.queue.interval_s"),
+        (
+            "settings: {queue: {interval_s: -1}}",
+            "settings.queue.interval_s must be at least 0 and at most 86,400 seconds",
+        ),
         (
             "jobs:\n  - {name: a, script: noop, trigger: {event_type: x}, "
             "command_template: '{{ oops'}\n",
             "command_template",
         ),
-        ("surprise: 1", "surprise: Extra inputs are not permitted"),
+        ("surprise: 1", "surprise is not a known field"),
+        ("jobs:\n  - {script: noop, trigger: {event_type: x}}\n", r"job #1 \(no name\): name is"),
     ],
 )
 def test_problems_are_reported_with_their_place(text: str, message: str) -> None:
     with pytest.raises(ApplyError, match=message):
         load_document(text, origin="jobs.yaml")
+
+
+def test_every_problem_of_a_file_at_once_each_job_by_its_name() -> None:
+    text = """
+jobs:
+  - name: ipx-update
+    trigger: {event_type: channel.updated, conditions: [{path: data.x, op: greater}]}
+    script: noop
+    timeout_s: 0
+    lane: null
+    cancel_on: [{event_type: channel.removed}]
+  - {name: report, trigger: {event_type: x}, script: run.py}
+  - {name: report, trigger: {event_type: y}, script: noop}
+"""
+    with pytest.raises(ApplyError) as refused:
+        load_document(text, origin="jobs.yaml")
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "jobs.yaml: 5 problem(s)"
+    assert [line.split(": ")[0].strip() for line in lines[1:]] == [
+        'job "ipx-update"',
+        'job "ipx-update"',
+        'job "ipx-update"',
+        'job "report"',
+        'job "report" appears 2 times',
+    ]
+    assert '  job "ipx-update": timeout_s must be more than 0 and at most 86,400 seconds' in lines
+    assert "jobs.0" not in str(refused.value)

@@ -45,9 +45,9 @@ def test_apply_checks_new_jobs_and_changed_scripts_as_the_api_does() -> None:
     problems = script_problems(document, stored, ["noop", "ipx_update"])
     # `kept` keeps a script no executor offers any more: as a PATCH without `script`, fine.
     assert problems == [
-        "jobs.1.script (job 'renamed-script'): unknown script 'ipx_updat'; "
+        "job \"renamed-script\": script: unknown script 'ipx_updat'; "
         "known scripts: ipx_update, noop",
-        "jobs.3.script (job 'new-typo'): unknown script 'nop'; known scripts: ipx_update, noop",
+        "job \"new-typo\": script: unknown script 'nop'; known scripts: ipx_update, noop",
     ]
 
 

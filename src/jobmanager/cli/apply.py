@@ -8,9 +8,11 @@ twice changes nothing the second time.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -22,6 +24,7 @@ from jobmanager.core.config import DatabaseSettings
 from jobmanager.core.runtime import load_settings
 from jobmanager.core.topology import Topology
 from jobmanager.jobs.spec import JobSpec
+from jobmanager.jobs.wording import describe
 from jobmanager.store import db, settings
 from jobmanager.store import jobs as job_store
 from jobmanager.store.models import Setting
@@ -29,6 +32,7 @@ from jobmanager.store.outbox import Outbox
 from jobmanager.store.settings import CleanupSettings, QueueSettings, RetentionSettings
 
 SETTINGS_KEYS = ("queue", "executed_cleanup", "failed_cleanup", "retention")
+SHOWN = 100  # problems listed at most; the count says how many there are
 
 
 class ApplyError(ValueError):
@@ -52,16 +56,43 @@ class ApplyDocument(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ApplyDocument:
-        seen: set[str] = set()
-        for job in self.jobs:
-            if job.name in seen:
-                raise ValueError(f"job {job.name!r} appears twice")
-            seen.add(job.name)
+        if twice := duplicates([job.name for job in self.jobs]):
+            raise ValueError(twice[0])
         return self
 
 
+def duplicates(names: Iterable[object]) -> list[str]:
+    """A problem for each job name given more than once."""
+    counted = Counter(name for name in names if isinstance(name, str))
+    return [f'job "{name}" appears {n} times' for name, n in counted.items() if n > 1]
+
+
+def job_label(index: int, name: object) -> str:
+    """How a problem names a job of the file: by its name, else by its place."""
+    return f'job "{name}"' if isinstance(name, str) and name else f"job #{index + 1} (no name)"
+
+
+def _said(error: Any, raw: Any) -> str:
+    """One validation error in words, a job's named by the job (not `jobs.3`)."""
+    loc = tuple(error["loc"])
+    jobs = raw.get("jobs") if isinstance(raw, dict) else None
+    if len(loc) >= 2 and loc[0] == "jobs" and isinstance(loc[1], int) and isinstance(jobs, list):
+        item = jobs[loc[1]] if loc[1] < len(jobs) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        return f"{job_label(loc[1], name)}: {describe({**error, 'loc': loc[2:]}, JobSpec)}"
+    return describe(error, ApplyDocument)
+
+
+def _refused(origin: str, problems: list[str]) -> ApplyError:
+    lines = [f"{origin}: {len(problems)} problem(s)", *(f"  {p}" for p in problems[:SHOWN])]
+    if len(problems) > SHOWN:
+        lines.append(f"  and {len(problems) - SHOWN} more")
+    return ApplyError("\n".join(lines))
+
+
 def load_document(text: str, *, origin: str = "<file>") -> ApplyDocument:
-    """Parse and validate an apply file (pure)."""
+    """Parse and validate an apply file (pure). Refused with every problem it has at once:
+    each job's, named by the job, and names given twice."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -69,11 +100,14 @@ def load_document(text: str, *, origin: str = "<file>") -> ApplyDocument:
     try:
         return ApplyDocument.model_validate(raw or {})
     except ValidationError as exc:
-        lines = [f"{origin}: {exc.error_count()} problem(s)"]
-        for error in exc.errors()[:20]:
-            where = ".".join(str(part) for part in error["loc"])
-            lines.append(f"  {where}: {error['msg']}")
-        raise ApplyError("\n".join(lines)) from None
+        problems = [_said(error, raw) for error in exc.errors() if error["loc"]]
+        jobs = raw.get("jobs") if isinstance(raw, dict) else None
+        if isinstance(jobs, list):
+            problems += duplicates(j.get("name") for j in jobs if isinstance(j, dict))
+        else:
+            # Only the document as a whole failed: the unique names rule, or not a mapping.
+            problems += [_said(error, raw) for error in exc.errors() if not error["loc"]]
+        raise _refused(origin, problems) from None
 
 
 def missing_only(
@@ -112,7 +146,7 @@ def script_problems(
             continue
         reason = job_store.unknown_script(spec.script, names)
         if reason is not None:
-            problems.append(f"jobs.{index}.script (job {spec.name!r}): {reason}")
+            problems.append(f"{job_label(index, spec.name)}: script: {reason}")
     return problems
 
 
@@ -150,8 +184,7 @@ async def apply_document(
             known = await job_store.known_scripts(conn, since)
             problems = script_problems(document, stored, known)
             if problems:
-                lines = [f"{origin}: {len(problems)} problem(s)", *(f"  {p}" for p in problems)]
-                raise ApplyError("\n".join(lines))
+                raise _refused(origin, problems)
             for key in SETTINGS_KEYS:
                 value = getattr(document.settings, key)
                 if value is not None:

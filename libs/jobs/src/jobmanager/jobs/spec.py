@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from jobmanager.jobs import regex
 from jobmanager.jobs.templating import compile_template
@@ -23,6 +23,8 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "MAX_VALUE_CHARS",
     "MAX_VALUE_ITEMS",
+    "NAME_PATTERN",
+    "SCRIPT_PATTERN",
     "CancelTrigger",
     "Condition",
     "JobSpec",
@@ -53,6 +55,8 @@ Op = Literal[
 
 DEFAULT_COMMAND_TEMPLATE = "{{ event | tojson }}"
 DEFAULT_LANE = "default"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]*$"
+SCRIPT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
 
 _STRING_OPS = frozenset({"startswith", "endswith", "glob", "regex"})
 _ORDER_OPS = frozenset({"gt", "gte", "lt", "lte"})
@@ -142,7 +146,10 @@ class Condition(BaseModel):
 
     path: Annotated[str, Field(min_length=1, max_length=500)]
     op: Op
-    value: Any = None
+    # Checked as a field (against `op` when `op` itself is valid), not after the model, so
+    # that a condition with a wrong path and a wrong value reports both at once: pydantic
+    # runs no model validator once a field has failed.
+    value: Any = Field(default=None, validate_default=True)
 
     @field_validator("path")
     @classmethod
@@ -151,12 +158,13 @@ class Condition(BaseModel):
             raise ValueError(f"path {path!r} has an empty segment (e.g. data.channel.origin)")
         return path
 
-    @model_validator(mode="after")
-    def _value_fits_op(self) -> Condition:
-        op, value = self.op, self.value
+    @field_validator("value")
+    @classmethod
+    def _value_fits_op(cls, value: Any, info: ValidationInfo) -> Any:
+        op = info.data.get("op")
         problem = json_problem(value) or _size_problem(value)
         if problem:
-            raise ValueError(f"value of a {op} condition: {problem}")
+            raise ValueError(f"value of a {op} condition: {problem}" if op else problem)
         if op in ("exists", "not_exists"):
             if value is not None:
                 raise ValueError(f"{op} takes no value")
@@ -170,7 +178,7 @@ class Condition(BaseModel):
                 regex.compile_pattern(value)  # RegexError (a ValueError) says why not
         elif op in _ORDER_OPS and not (_is_number(value) or isinstance(value, str)):
             raise ValueError(f"{op} needs a number or a string value")
-        return self
+        return value
 
 
 class Trigger(BaseModel):
@@ -196,13 +204,11 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[
-        str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:-]*$")
-    ]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
     description: Annotated[str, Field(max_length=2000)] = ""
     enabled: bool = True
     trigger: Trigger
-    script: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]
+    script: Annotated[str, Field(pattern=SCRIPT_PATTERN)]
     command_template: Annotated[str, Field(max_length=20000)] = DEFAULT_COMMAND_TEMPLATE
     lane: Annotated[str, Field(min_length=1, max_length=2000)] | None = DEFAULT_LANE
     timeout_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 600.0
@@ -227,22 +233,29 @@ class JobSpec(BaseModel):
     # waiting in the event's lane (and, with `running`, the one on an executor).
     cancel_on: Annotated[list[CancelTrigger], Field(max_length=20)] = []
 
-    @model_validator(mode="after")
-    def _cancel_needs_a_lane(self) -> JobSpec:
+    # The rules between fields are field validators of the later field, run when the earlier
+    # one is valid (it is then in `info.data`): pydantic runs no model validator once a field
+    # has failed, and a submission should hear of every problem in one answer.
+    @field_validator("cancel_on")
+    @classmethod
+    def _cancel_needs_a_lane(
+        cls, cancel_on: list[CancelTrigger], info: ValidationInfo
+    ) -> list[CancelTrigger]:
         # Without a lane every run is dispatched at once and there is no "this channel's
         # runs" to end: refuse it rather than cancel every waiting run of the job.
-        if self.cancel_on and self.lane is None:
+        if cancel_on and "lane" in info.data and info.data["lane"] is None:
             raise ValueError("cancel_on needs a lane: it ends the runs waiting in the event's lane")
-        return self
+        return cancel_on
 
-    @model_validator(mode="after")
-    def _debounce_window(self) -> JobSpec:
-        if self.debounce_max_s is not None and self.debounce_max_s < self.debounce_s:
+    @field_validator("debounce_max_s")
+    @classmethod
+    def _debounce_window(cls, debounce_max_s: float | None, info: ValidationInfo) -> float | None:
+        debounce_s = info.data.get("debounce_s")
+        if debounce_max_s is not None and debounce_s is not None and debounce_max_s < debounce_s:
             raise ValueError(
-                f"debounce_max_s ({self.debounce_max_s:g}) must be at least debounce_s "
-                f"({self.debounce_s:g})"
+                f"debounce_max_s ({debounce_max_s:g}) must be at least debounce_s ({debounce_s:g})"
             )
-        return self
+        return debounce_max_s
 
     @field_validator("command_template")
     @classmethod

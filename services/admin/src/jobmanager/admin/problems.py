@@ -1,6 +1,8 @@
 """Errors as JSON problem details (RFC 9457): a status, a title and a clear detail.
 
-Invalid input is 422 with the field errors; a database that does not answer is 503; nothing
+Invalid input is 422 with the field errors, each with pydantic's `loc`, `msg` and `type` and
+its `message` in an operator's words (`jobmanager.jobs.wording`), and a detail that says them
+all; a database that does not answer is 503; nothing
 a client sends may produce a 500 (an unexpected error is logged and answered 500 as a bug).
 """
 
@@ -15,11 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobmanager.core.runtime import Unavailable
+from jobmanager.jobs.wording import describe
 from jobmanager.store.db import transient
 from jobmanager.store.ledger import Conflict, RunNotFound
 
@@ -60,11 +63,30 @@ def invalid(loc: tuple[str | int, ...], msg: str, value: Any = None) -> RequestV
     return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])
 
 
-def invalid_model(loc: tuple[str | int, ...], exc: ValidationError) -> RequestValidationError:
-    """A 422 from a model validated inside a route, its fields placed under `loc`."""
-    return RequestValidationError(
-        [{**error, "loc": (*loc, *error["loc"])} for error in exc.errors()]
+def invalid_model(
+    loc: tuple[str | int, ...], exc: ValidationError, model: type[BaseModel] | None = None
+) -> RequestValidationError:
+    """A 422 from `model` validated inside a route, its fields placed under `loc`; worded
+    for that model when it is the body itself (`loc` is `("body",)`), not the route's."""
+    placed = [{**error, "loc": (*loc, *error["loc"])} for error in exc.errors()]
+    within = model if tuple(loc) == ("body",) else None
+    return RequestValidationError([{**e, "message": describe(e, within)} for e in placed])
+
+
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The model of the route's body, which the errors under `body` are about."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     )
+
+
+def summary(messages: list[str]) -> str:
+    """The detail of a 422: its one problem, or all of them."""
+    if len(messages) == 1:
+        return messages[0]
+    return f"{len(messages)} problems: " + "; ".join(messages)
 
 
 def _message(error: Any) -> str:
@@ -127,20 +149,20 @@ def install(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "loc": list(e.get("loc", ())),
-                "msg": _message(e),
-                "type": str(e.get("type", "")),
-            }
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        where = ".".join(str(p) for p in first["loc"])
-        return problem(
-            422, f"{where}: {first['msg']}" if where else str(first["msg"]), errors=errors
-        )
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        model = _body_model(request)
+        errors, messages = [], []
+        for e in exc.errors():
+            loc, msg = list(e.get("loc", ())), _message(e)
+            worded = {**e, "msg": msg}
+            message = str(
+                e.get("message") or describe(worded, model if loc[:1] == ["body"] else None)
+            )
+            errors.append(
+                {"loc": loc, "msg": msg, "type": str(e.get("type", "")), "message": message}
+            )
+            messages.append(message)
+        return problem(422, summary(messages or ["invalid"]), errors=errors)
 
     @app.exception_handler(RunNotFound)
     async def not_found(_: Request, exc: RunNotFound) -> JSONResponse:

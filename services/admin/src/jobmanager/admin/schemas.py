@@ -24,7 +24,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = Field(
-        default=None, description="for invalid input: each field's problem"
+        default=None,
+        description=(
+            "for invalid input: each field's problem: `loc`, `msg` and `type` as pydantic"
+            " gives them, and `message` in words"
+        ),
     )
 
 

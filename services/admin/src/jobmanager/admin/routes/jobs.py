@@ -199,7 +199,7 @@ async def patch_job(
         try:
             spec = JobSpec.model_validate({**current, **changes})
         except ValidationError as exc:
-            raise invalid_model(("body",), exc) from None
+            raise invalid_model(("body",), exc, JobSpec) from None
         if "script" in changes:
             await _check_script(conn, spec.script, settings.executor_report_window_s)
         if changes.keys() & {"command_template", "lane", "trigger"}:

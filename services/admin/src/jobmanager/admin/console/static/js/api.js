@@ -7,7 +7,7 @@ const STORE = "jobmanager.session";
 export const RANK = { viewer: 1, operator: 2, admin: 3 };
 
 /** An API answer that is not a success: its status, the problem's detail and, for
- *  invalid input (422), the field errors ({loc, msg}). Status 0 means no answer at all. */
+ *  invalid input (422), the field errors ({loc, msg, message}: `message` in words). Status 0 means no answer at all. */
 export class ApiError extends Error {
   constructor(status, body) {
     const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${status}`;

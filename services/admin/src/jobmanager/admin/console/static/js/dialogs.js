@@ -75,14 +75,15 @@ function markField(control, message) {
 }
 
 /** Show an API error on a form: its detail above the buttons, and each field error
- *  (422 `errors`, or a detail that starts with a field's name) next to its field. */
+ *  (422 `errors`, in words: their `message`; or a detail that starts with a field's name)
+ *  next to its field. */
 export function showErrors(form, error) {
   clearErrors(form);
   const summary = $("[data-errors]", form);
   const detail = error instanceof ApiError ? error.detail : String(error?.message ?? error);
   const fieldErrors =
     error instanceof ApiError && error.errors.length
-      ? error.errors.map((e) => ({ loc: e.loc || [], msg: e.msg }))
+      ? error.errors.map((e) => ({ loc: e.loc || [], msg: e.message ?? e.msg }))
       : [];
   if (!fieldErrors.length) {
     const prefix = /^([\w.]+): (.*)$/s.exec(detail);

@@ -3,6 +3,7 @@
 // API's error locations are).
 
 import { api } from "./api.js";
+import { readCancelOn, setUpCancelOn, showCancelOn } from "./cancel-on.js";
 import { openDialog, submitting } from "./dialogs.js";
 import { $, $$, h } from "./dom.js";
 import { notify } from "./shell.js";
@@ -123,6 +124,7 @@ function read() {
     trigger: { event_type: field("trigger.event_type").value.trim(), conditions: readConditions() },
     script: field("script").value.trim(),
     lane: field("no_lane").checked ? null : field("lane").value,
+    cancel_on: readCancelOn(),
   };
   const command = field("command_template").value;
   if (command.trim()) body.command_template = command;
@@ -156,6 +158,7 @@ function fill(job) {
     field(name).value = job?.[name] ?? "";
   }
   showConditions(job?.trigger.conditions ?? []);
+  showCancelOn(job?.cancel_on ?? []);
   const label = job ? `Edit job ${job.name}` : "Add a job";
   $("#job-dialog-title").textContent = label;
   $("[data-submit]", form).textContent = job ? "Save job" : "Add job";
@@ -178,15 +181,16 @@ export function setUpJobForm(saved) {
     showConditions(conditions);
     field(`trigger.conditions.${conditions.length - 1}.path`).focus();
   });
+  setUpCancelOn();
   field("no_lane").addEventListener("change", () => {
     field("lane").disabled = field("no_lane").checked;
   });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const body = read();
-    const job = await submitting(form, () =>
-      editing ? api.patch(`/jobs/${editing.id}`, body) : api.post("/jobs", body),
-    );
+    const job = await submitting(form, () => {
+      const body = read(); // a cancel trigger's conditions that are not JSON: shown as an error
+      return editing ? api.patch(`/jobs/${editing.id}`, body) : api.post("/jobs", body);
+    });
     if (!job) return;
     const verb = editing ? "saved" : "added";
     dialog.close();

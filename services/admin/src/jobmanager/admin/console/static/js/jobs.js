@@ -1,10 +1,11 @@
-// The Jobs page: the registered jobs; add and edit (in a dialog), enable or disable, remove
-// (admin); test a job against a recent event (anyone signed in).
+// The Jobs page: the registered jobs; add and edit (in a dialog), enable or disable, remove,
+// replay recorded events into a job (admin); test a job against a recent event (anyone).
 
 import { api, can } from "./api.js";
 import { confirmAction } from "./dialogs.js";
 import { $, badge, h } from "./dom.js";
 import { setUpJobForm } from "./job-form.js";
+import { setUpJobReplay } from "./job-replay.js";
 import { setUpJobTest } from "./job-test.js";
 import { ListView } from "./live.js";
 import { act, start } from "./shell.js";
@@ -12,10 +13,23 @@ import { act, start } from "./shell.js";
 let view;
 let openForm;
 let openTest;
+let openReplay;
 
 export function conditionText(condition) {
   const { path, op, value } = condition;
   return op === "exists" || op === "not_exists" ? `${path} ${op}` : `${path} ${op} ${JSON.stringify(value)}`;
+}
+
+/** "cancelled by: channel.removed (also the running run), …": the job's cancel_on. */
+function cancelledBy(job) {
+  if (!job.cancel_on?.length) return null;
+  const each = job.cancel_on.flatMap((t, index) => [
+    index ? "; " : "",
+    h("code", {}, t.event_type),
+    t.conditions.length ? ` if ${t.conditions.map(conditionText).join(" and ")}` : "",
+    t.running ? " (also the running run)" : "",
+  ]);
+  return h("div", { class: "cancelled-by muted" }, "cancelled by: ", ...each);
 }
 
 function limits(job) {
@@ -87,6 +101,7 @@ function row(job) {
       conditions.length
         ? h("ul", { class: "conditions" }, conditions.map((c) => h("li", {}, h("code", {}, conditionText(c)))))
         : null,
+      cancelledBy(job),
     ),
     h("td", {}, h("code", {}, job.script)),
     h("td", {}, job.lane === null ? h("span", { class: "muted" }, "none (parallel)") : h("code", {}, job.lane)),
@@ -97,6 +112,7 @@ function row(job) {
       { class: "actions" },
       button("Test", "test", job, (event) => openTest(job, event.currentTarget)),
       can("admin") && button("Edit", "edit", job, (event) => openForm(job, event.currentTarget)),
+      can("admin") && button("Replay", "replay", job, (event) => openReplay(job, event.currentTarget)),
       can("operator") && button(job.paused ? "Resume" : "Pause", "pause", job, () => pauseOrResume(job)),
       can("admin") && button(job.enabled ? "Disable" : "Enable", "toggle", job, () => toggle(job)),
       can("admin") &&
@@ -109,5 +125,6 @@ if (start()) {
   view = new ListView({ path: "/jobs", root: $(".list"), row, empty: "No jobs match." }).start();
   openForm = setUpJobForm(() => view.refresh());
   openTest = setUpJobTest(conditionText);
+  openReplay = setUpJobReplay();
   $("[data-action=add-job]").addEventListener("click", (event) => openForm(null, event.currentTarget));
 }
