@@ -1,15 +1,10 @@
 """Rendering templates out of process, within a CPU-time and a memory limit.
 
 A template is user code: a loop can run for hours and a string method can build gigabytes,
-whatever the sandbox refuses. So no service renders such a template itself: a `RenderPool`
-keeps a few long-lived worker processes (`jobmanager.jobs.render_worker`) that render within
-the limits, and the service's event loop only writes requests to their pipes and awaits the
+whatever the sandbox refuses. So no service renders a template itself: a `RenderPool` keeps a
+few long-lived worker processes (`jobmanager.jobs.render_worker`) that render within the
+limits, and the service's event loop only writes requests to their pipes and awaits the
 answers. A whole batch goes in one write, its answers stream back, spread over the workers.
-
-The templates most jobs have (a path into the event, perhaps through `tojson`) cannot run
-away: `templating.is_bounded` says so from their syntax, and the pool renders those at once
-in the caller's process, with the same functions and the same length limits, sparing the
-event a round trip to a worker and the two cores a process switch each way.
 
 What each outcome means:
 
@@ -36,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jobmanager.jobs.render_worker import CPU, HEADER, MEMORY, READY, encode, limit_message
-from jobmanager.jobs.templating import TemplateError, is_bounded, render_command, render_lane
 
 __all__ = ["Crashed", "RenderLimits", "RenderPool", "Rendered", "Templates"]
 
@@ -224,15 +218,13 @@ class RenderPool:
 
     async def render(self, batch: Batch) -> list[Outcome]:
         """Each event's jobs rendered for it (in the order given), or Crashed."""
-        done: dict[tuple[int, int], Rendered | Crashed] = {}
-        items = []
-        for e, (document, jobs) in enumerate(batch):
-            for j, templates in enumerate(jobs):
-                if is_bounded(templates.command) and is_bounded(templates.lane):
-                    done[e, j] = _render_here(document, templates)
-                else:
-                    items.append(_Item(e, j, document, templates))
+        items = [
+            _Item(e, j, document, templates)
+            for e, (document, jobs) in enumerate(batch)
+            for j, templates in enumerate(jobs)
+        ]
         chunks = _split(items, min(self.workers, len(items)))
+        done: dict[tuple[int, int], Rendered | Crashed] = {}
         for part in await asyncio.gather(*(self._render(chunk) for chunk in chunks)):
             done.update(part)
         outcomes: list[Outcome] = []
@@ -317,16 +309,6 @@ class RenderPool:
     async def _retire(self, worker: _Worker) -> None:
         self._busy.discard(worker)
         await worker.kill()
-
-
-def _render_here(document: Mapping[str, Any], templates: Templates) -> Rendered:
-    """A bounded template's outcome, as a worker would give it (`render_worker.render_one`)."""
-    command = None
-    try:
-        command = render_command(templates.command, document)
-        return Rendered(command=command, lane=render_lane(templates.lane, document))
-    except TemplateError as exc:
-        return Rendered(command=command or "", error=str(exc))
 
 
 def _retires(outcome: Rendered | Crashed) -> bool:

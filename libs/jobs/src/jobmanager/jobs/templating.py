@@ -10,8 +10,7 @@ The sandbox refuses access to private attributes and mutating methods, limits ``
 100,000 items, and bounds ``*`` and ``**`` so that compiling a template cannot allocate
 gigabytes (Jinja2 folds constant expressions at compile time, in whichever process compiles).
 Rendering is bounded as a whole, in time and memory, only by rendering in a worker process
-(`jobmanager.jobs.renderer`): these functions do no such thing themselves. Only a template
-`is_bounded` says cannot run away may be rendered without one.
+(`jobmanager.jobs.renderer`): these functions do no such thing themselves.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined, Template, nodes
+from jinja2 import StrictUndefined, Template
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -32,7 +31,6 @@ __all__ = [
     "Template",
     "TemplateError",
     "compile_template",
-    "is_bounded",
     "render_command",
     "render_lane",
     "template_context",
@@ -159,65 +157,3 @@ def render_lane(template: Template | str | None, document: Mapping[str, Any]) ->
     if len(lane) > MAX_LANE_LEN:
         raise TemplateError(f"lane template: {too_long}")
     return lane
-
-
-# Bounded templates. A template made only of text and at most MAX_BOUNDED_EXPRESSIONS
-# expressions, each a variable's path (`data.channel.channel_id`, `event["x"]`) passed through
-# filters without arguments that do work in proportion to their input (`tojson`, `lower`, ...;
-# at most one that can make its output longer than its input, and `default` with a constant),
-# has no loop, no call, no operator and no way to repeat anything: its time and memory are a
-# small multiple of the event's size (at most JOBMANAGER_EVENT_MAX_BYTES, 1 MiB), and its output
-# streams into the length limit. Such a template may be rendered in the service's own process,
-# as the event itself was parsed there; every other one goes to a render worker.
-MAX_BOUNDED_EXPRESSIONS = 8
-_SHRINKING_FILTERS = frozenset(
-    {"lower", "upper", "trim", "string", "int", "float", "length", "count", "first", "last"}
-)
-_GROWING_FILTERS = frozenset({"tojson", "e", "escape", "urlencode"})
-
-
-def _bounded_expression(node: nodes.Node) -> bool:
-    grown = False
-    while isinstance(node, nodes.Filter):
-        if node.kwargs or node.dyn_args or node.dyn_kwargs or node.node is None:
-            return False
-        if node.name in ("default", "d"):
-            if not all(isinstance(arg, nodes.Const) for arg in node.args) or len(node.args) > 1:
-                return False
-        elif node.args:
-            return False
-        elif node.name in _GROWING_FILTERS:
-            if grown:
-                return False  # two in a row could multiply the growth
-            grown = True
-        elif node.name not in _SHRINKING_FILTERS:
-            return False
-        node = node.node
-    while isinstance(node, nodes.Getattr | nodes.Getitem):
-        if isinstance(node, nodes.Getitem) and not isinstance(node.arg, nodes.Const):
-            return False
-        node = node.node
-    return isinstance(node, nodes.Name | nodes.Const)
-
-
-@lru_cache(maxsize=16384)
-def is_bounded(source: str | None) -> bool:
-    """Whether rendering `source` is bounded by the event's size (see above); None (no lane)
-    is. A template that does not parse is not (it is refused elsewhere)."""
-    if source is None:
-        return True
-    try:
-        tree = _ENV.parse(source)
-    except jinja2.TemplateError:
-        return False
-    expressions = 0
-    for statement in tree.body:
-        if not isinstance(statement, nodes.Output):
-            return False  # {% for %}, {% set %}, {% macro %}, ...
-        for node in statement.nodes:
-            if isinstance(node, nodes.TemplateData):
-                continue
-            expressions += 1
-            if expressions > MAX_BOUNDED_EXPRESSIONS or not _bounded_expression(node):
-                return False
-    return True
