@@ -46,7 +46,7 @@ async def test_apply_refuses_a_script_no_executor_has_and_writes_nothing(
     assert "Traceback" not in result.stderr
     # The API's words (`POST /jobs` answers 422 with the same message), the job by its name.
     assert (
-        'job "ipx-update": script: unknown script \'ipx_updat\'; '
+        "job \"ipx-update\": script: unknown script 'ipx_updat'; "
         "known scripts: channel_report, ipx_update, noop"
     ) in result.stderr
     async with engine.connect() as conn:
