@@ -4,11 +4,14 @@ operator actions through the ledger, jobs with validation, settings, keys and th
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from admin_kit import Admin
 from sqlalchemy import func, select
 
+from jobmanager.core.messages import Event
+from jobmanager.store import ledger
 from jobmanager.store.models import AuditEntry, Job
 
 API = "/api/v1"
@@ -285,6 +288,13 @@ async def test_events_scripts_stats_and_health(admin: Admin) -> None:
     await admin.runs("lane", "lane", None)
     events = (await admin.client.get(f"{API}/events")).json()["items"]
     assert len(events) == 1 and events[0]["matched"] == 3 and len(events[0]["runs"]) == 3
+    # An event no job matched is recorded too, and found by that.
+    nothing = Event(event_id="unmatched-1", event_type="channel.renamed")
+    async with admin.engine.begin() as conn:
+        await ledger.enqueue(conn, [(nothing, [])], interval_s=0, now=datetime.now(UTC))
+    for matched, expected in (("false", ["unmatched-1"]), ("true", [events[0]["event_id"]])):
+        page = (await admin.client.get(f"{API}/events", params={"matched": matched})).json()
+        assert [e["event_id"] for e in page["items"]] == expected
     scripts = (await admin.client.get(f"{API}/scripts")).json()
     assert [s["name"] for s in scripts] == ["noop"]
     stats = (await admin.client.get(f"{API}/stats")).json()

@@ -76,6 +76,14 @@ async def test_the_events_page_shows_an_event_what_it_matched_and_its_payload(
     await expect(dialog).to_be_hidden()
     await expect(opener).to_be_focused()
 
+    # "Matched nothing" leaves it out (it matched a job); "Matched a job" keeps it.
+    await page.get_by_label("Matched").select_option("false")
+    await expect(line).to_have_count(0)
+    await expect(page).to_have_url(re.compile(r"matched=false"))
+    await page.get_by_label("Matched").select_option("true")
+    await expect(line).to_have_count(1)
+    await page.get_by_label("Matched").select_option("")
+
     # Another type in the filter: the event is not listed.
     await page.get_by_label("Event type (exact)").fill(f"{event_type}.other")
     await expect(page.locator("tbody")).to_contain_text("No events recorded.")

@@ -40,6 +40,9 @@ async def list_events(
     _: Annotated[Principal, requires("viewer")],
     event_type: Text = None,
     event_id: Text = None,
+    matched: Annotated[
+        bool | None, Query(description="true: events that matched a job; false: no job")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[EventOut]:
@@ -49,6 +52,8 @@ async def list_events(
         query = query.where(events.c.event_type == event_type)
     if event_id is not None:
         query = query.where(events.c.event_id == event_id)
+    if matched is not None:
+        query = query.where(events.c.matched > 0 if matched else events.c.matched == 0)
     async with db.connect() as conn:
         rows, next_cursor = await page_by_id(conn, query, events.c.id, limit=limit, cursor=cursor)
         caused: dict[int, list[EventRun]] = {}
