@@ -10,23 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from cancel_kit import BY, alive, cancel, gone_after, run_row
 from stack import Stack
 
-from jobmanager.store import ledger
-from jobmanager.store.models import Run
 from jobmanager.testkit.waiting import wait_for
-
-BY = "key:test"
-
-
-async def _run(stack: Stack, run_id: int) -> Any:
-    async with stack.engine.connect() as conn:
-        return (await conn.execute(select(Run.__table__).where(Run.id == run_id))).one()
 
 
 async def _running(stack: Stack, spec: Any, pid_file: Path) -> tuple[Any, int]:
@@ -41,43 +31,9 @@ async def _running(stack: Stack, spec: Any, pid_file: Path) -> tuple[Any, int]:
     return await wait_for(started, 15, what=f"{spec.name} running")
 
 
-async def _cancel(stack: Stack, run_id: int, *, broadcast: bool = True) -> None:
-    """Cancel as the admin does; without `broadcast`, as if no executor heard it."""
-    now = datetime.now(UTC)
-    async with stack.engine.begin() as conn:
-        outbox = await ledger.cancel(conn, run_id, actor=BY, interval_s=0.0, now=now)
-    if not broadcast:
-        outbox.cancels.clear()
-    await outbox.publish(stack.publisher, now=now)
-
-
-def _alive(group: int) -> bool:
-    """Whether a process of the group still runs. A zombie does not: it is dead and waits
-    for its parent, and an orphan's parent here is the machine's init, which reaps when it
-    gets round to it."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after it.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended meanwhile
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
-
-
-async def _gone_after(group: int, limit: float) -> float:
-    """Seconds until the process group is gone (fails past `limit`)."""
-    start = time.monotonic()
-    while _alive(group):
-        assert time.monotonic() - start < limit, f"process group {group} still alive"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
-
-
 async def _feedback(stack: Stack, run_id: int, ending: str) -> Any:
     async def told() -> Any:
-        row = await _run(stack, run_id)
+        row = await run_row(stack, run_id)
         return row if row.feedback.endswith(ending) else None
 
     return await wait_for(told, 10, what=f"the executor's account of run {run_id}'s cancel")
@@ -96,9 +52,9 @@ async def test_a_cancelled_script_ends_on_sigterm_and_its_lane_moves_on(
     run, group = await _running(stack, slow, pid_file)
     assert [r.state for r in await stack.runs(after)] == ["queued"], "it waits for the lane"
 
-    await _cancel(stack, run.id)
-    assert await _gone_after(group, 1.0) < 1.0
-    row = await _run(stack, run.id)
+    await cancel(stack, run.id)
+    assert await gone_after(group, 1.0) < 1.0
+    row = await run_row(stack, run.id)
     assert (row.state, row.result) == ("failed", 2) and row.feedback.startswith(
         f"cancelled by {BY}"
     )
@@ -117,10 +73,10 @@ async def test_a_script_that_ignores_sigterm_is_killed_after_the_grace(
     await stack.add(spec)
     await stack.publish(spec)
     run, group = await _running(stack, spec, pid_file)
-    await _cancel(stack, run.id)
+    await cancel(stack, run.id)
     await asyncio.sleep(0.6)
-    assert _alive(group), "SIGTERM is ignored: the grace runs"
-    assert 0.2 < await _gone_after(group, 1.5)
+    assert alive(group), "SIGTERM is ignored: the grace runs"
+    assert 0.2 < await gone_after(group, 1.5)
     row = await _feedback(stack, run.id, "was killed (SIGKILL)")
     assert row.feedback == (
         f"cancelled by {BY}; the script was still running 1.0 s after SIGTERM "
@@ -140,7 +96,7 @@ async def test_a_python_script_is_stopped_and_its_worker_replaced(stack: Stack) 
 
     run = await wait_for(running, 15, what="the Python script running")
     started = time.monotonic()
-    await _cancel(stack, run.id)
+    await cancel(stack, run.id)
     row = await _feedback(stack, run.id, "the script ended on SIGTERM")
     assert time.monotonic() - started < 3, "not the 60 s of the script"
     assert row.state == "failed"
@@ -176,9 +132,9 @@ async def test_a_request_cancelled_while_it_waits_in_the_work_queue_never_runs(
     stack: Stack, tmp_path: Path
 ) -> None:
     holding, parked = await _fifth_waits(stack, tmp_path, tmp_path / "never")
-    await _cancel(stack, parked.id)
+    await cancel(stack, parked.id)
     for run in holding:
-        await _cancel(stack, run.id)
+        await cancel(stack, run.id)
     await wait_for(
         lambda: _some(
             stack.log("executor-1").count("before it started here; not run")
@@ -189,7 +145,7 @@ async def test_a_request_cancelled_while_it_waits_in_the_work_queue_never_runs(
     )
     await asyncio.sleep(0.5)
     assert not (tmp_path / "never").exists(), "its script never ran"
-    row = await _run(stack, parked.id)
+    row = await run_row(stack, parked.id)
     # No executor reported it: neither a start nor an account of how it ended.
     assert (row.state, row.executor, row.feedback) == ("failed", "unknown", f"cancelled by {BY}")
     assert await stack.depth(stack.topology.work_queue) == 0
@@ -206,15 +162,15 @@ async def test_a_cancel_no_executor_heard_is_sent_again_when_the_script_starts(
     heard) starts the script, and its start report makes the matcher send the cancel again."""
     never = tmp_path / "late"
     holding, parked = await _fifth_waits(stack, tmp_path, never)
-    await _cancel(stack, parked.id, broadcast=False)
+    await cancel(stack, parked.id, broadcast=False)
     for run in holding:
-        await _cancel(stack, run.id)
+        await cancel(stack, run.id)
     group = await wait_for(
         lambda: _some(int(never.read_text() or 0) if never.exists() else 0),
         10,
         what="the unheard cancel's script to start",
     )
-    assert await _gone_after(group, 2.0) < 2.0, "stopped once its start was reported"
+    assert await gone_after(group, 2.0) < 2.0, "stopped once its start was reported"
     row = await _feedback(stack, parked.id, "the script ended on SIGTERM")
     assert (row.state, row.result) == ("failed", 2)
 
@@ -230,9 +186,9 @@ async def test_a_lost_cancel_of_a_running_script_is_sent_again_by_the_upkeep(
     await stack.add(spec)
     await stack.publish(spec)
     run, group = await _running(stack, spec, pid_file)
-    await _cancel(stack, run.id, broadcast=False)
+    await cancel(stack, run.id, broadcast=False)
     await asyncio.sleep(2)
-    assert _alive(group), "no executor heard the cancel"
-    assert await _gone_after(group, 16) > 1
+    assert alive(group), "no executor heard the cancel"
+    assert await gone_after(group, 16) > 1
     row = await _feedback(stack, run.id, "the script ended on SIGTERM")
     assert row.feedback == f"cancelled by {BY}; the script ended on SIGTERM"

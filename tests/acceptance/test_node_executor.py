@@ -12,7 +12,6 @@ CI=true.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import shutil
@@ -20,22 +19,20 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cancel_kit import BY, alive, cancel, gone_after, run_row
 from sqlalchemy import select
 from stack import ROOT, Stack, running_stack
 
-from jobmanager.store import ledger
-from jobmanager.store.models import Executor, Run
+from jobmanager.store.models import Executor
 from jobmanager.testkit.waiting import wait_for
 
 EXAMPLE = ROOT / "examples" / "executor-node"
 SCRIPTS = Path(__file__).resolve().parent / "node_scripts"
 EXECUTOR = f"node-{uuid.uuid4().hex[:6]}"
-BY = "key:test"
 
 
 def _node() -> str:
@@ -88,39 +85,6 @@ async def stack(
 
         await wait_for(consuming, 30, what="the Node executor", alive=running.processes.check_alive)
         yield running
-
-
-async def _run(stack: Stack, run_id: int) -> Any:
-    async with stack.engine.connect() as conn:
-        return (await conn.execute(select(Run.__table__).where(Run.id == run_id))).one()
-
-
-def _alive(group: int) -> bool:
-    """Whether a process of the group still runs (a zombie does not)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
-
-
-async def _cancel(stack: Stack, run_id: int) -> None:
-    """Cancel as `POST /queue/{id}/cancel` does: the ledger's function, then its outbox."""
-    now = datetime.now(UTC)
-    async with stack.engine.begin() as conn:
-        outbox = await ledger.cancel(conn, run_id, actor=BY, interval_s=0.0, now=now)
-    await outbox.publish(stack.publisher, now=now)
-
-
-async def _gone_after(group: int, limit: float) -> float:
-    start = time.monotonic()
-    while _alive(group):
-        assert time.monotonic() - start < limit, f"process group {group} still alive"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 async def test_its_catalogue_reaches_the_ledger_and_it_is_the_only_executor(stack: Stack) -> None:
@@ -187,7 +151,7 @@ async def test_a_script_past_its_timeout_is_killed_with_its_children(
     assert time.monotonic() - started < 10, "not the 30 s of the script"
     assert (run.state, run.result) == ("failed", 2)
     assert run.feedback == "timed out after 1.0 s; the script and its child processes were killed"
-    assert not _alive(int(pid_file.read_text())), "its process group is gone"
+    assert not alive(int(pid_file.read_text())), "its process group is gone"
 
 
 async def test_a_cancelled_script_ends_on_sigterm_and_the_run_tells_so(
@@ -206,11 +170,11 @@ async def test_a_cancelled_script_ends_on_sigterm_and_the_run_tells_so(
 
     run, group = await wait_for(running, 15, what="node_sleep running")
     assert run.executor == EXECUTOR, "run.started came from the Node executor"
-    await _cancel(stack, run.id)
-    assert await _gone_after(group, 1.0) < 1.0
+    await cancel(stack, run.id)
+    assert await gone_after(group, 1.0) < 1.0
 
     async def told() -> Any:
-        row = await _run(stack, run.id)
+        row = await run_row(stack, run.id)
         return row if row.feedback != f"cancelled by {BY}" else None
 
     row = await wait_for(told, 10, what="the Node executor's account of the cancel")
@@ -252,15 +216,15 @@ async def test_a_request_cancelled_while_it_waits_in_the_work_queue_never_runs(
         return runs[0] if runs and runs[0].state == "dispatched" else None
 
     parked = await wait_for(dispatched, 10, what="the third run dispatched")
-    await _cancel(stack, parked.id)
+    await cancel(stack, parked.id)
     for run in holding:
-        await _cancel(stack, run.id)
+        await cancel(stack, run.id)
 
     async def dropped() -> bool | None:
         return True if "before it started here; not run" in stack.log("executor-node") else None
 
     await wait_for(dropped, 10, what="the Node executor to drop the cancelled request")
     assert not never.exists(), "its script never ran"
-    row = await _run(stack, parked.id)
+    row = await run_row(stack, parked.id)
     assert (row.state, row.executor, row.feedback) == ("failed", "unknown", f"cancelled by {BY}")
     assert await stack.depth(stack.topology.work_queue) == 0
